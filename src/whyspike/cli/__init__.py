@@ -1,0 +1,44 @@
+"""The whyspike command line: a thin layer over the library (load_run → diagnose → output)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import WhyspikeError
+from .diagnose import diagnose_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="whyspike")
+def cli() -> None:
+    """Why did my model's accuracy (or loss) jump at this epoch? Evidence from your own logs."""
+
+
+cli.add_command(diagnose_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input ends in a one-line error and exit 1, bad usage in exit 2 — never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="whyspike", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except WhyspikeError as exc:
+        click.echo(f"whyspike: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(getattr(sys.modules[__name__], "_exit_code", 0))
+
+
+__all__ = ["cli", "main"]

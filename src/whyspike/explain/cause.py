@@ -1,0 +1,80 @@
+"""What an explanation is: a Cause (one hypothesis for one spike) and the Context every cause module reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..detect import Spike
+from ..run import Run, Series
+from .lr import LrChange, lr_changes
+
+
+@dataclass
+class Cause:
+    """A ranked hypothesis: DESIGN.md contract 1 id, confidence in [0, 1], evidence citing the run's numbers."""
+
+    id: str
+    confidence: float
+    evidence: list[str]
+    refuted_if: str
+    probe: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "confidence": round(float(self.confidence), 2), "evidence": self.evidence,
+                "refuted_if": self.refuted_if, "probe": self.probe}
+
+
+@dataclass
+class Context:
+    """Everything the cause modules share for one run: the run, its LR changes, and every spike found."""
+
+    run: Run
+    spikes: list[Spike]
+    lr_changes: list[LrChange] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, run: Run, spikes: list[Spike]) -> "Context":
+        return cls(run, spikes, lr_changes(run))
+
+    def series(self, spike: Spike) -> Series:
+        return self.run.series[spike.metric]
+
+    def unit(self, axis: str) -> str:
+        return "epoch" if axis == "epoch" else "step"
+
+    def radius(self, axis: str) -> float:
+        """How far (in axis units) an event may sit from a jump and still be 'at or just before' it."""
+        return 2 if axis == "epoch" else 50
+
+    def changes_near(self, spike: Spike, before: float | None = None, after: float = 1) -> list[LrChange]:
+        """LR changes on the spike's axis from ``before`` units before to ``after`` units after its start."""
+        before = self.radius(spike.axis) if before is None else before
+        start = self.start(spike)
+        return [c for c in self.lr_changes if c.axis == spike.axis and start - before <= c.at <= start + after]
+
+    def start(self, spike: Spike) -> float:
+        s = self.series(spike)
+        finite = s.x[np.isfinite(s.y)]
+        return float(finite[min(spike.start_index, len(finite) - 1)])
+
+    def partners(self, spike: Spike, radius: float = 1) -> list[Spike]:
+        """Spikes in other metrics at (nearly) the same position on the same axis."""
+        return [o for o in self.spikes if o is not spike and o.axis == spike.axis and o.metric != spike.metric
+                and abs(self.start(o) - self.start(spike)) <= radius]
+
+    def events_near(self, spike: Spike, kinds: tuple[str, ...], radius: float | None = None):
+        radius = self.radius(spike.axis) if radius is None else radius
+        start = self.start(spike)
+        return [e for e in self.run.events if e.kind in kinds and e.axis == spike.axis and abs(e.at - start) <= radius]
+
+
+def fmt(v: float) -> str:
+    """Numbers as people write them in a sentence: 0.1, 0.0125, 1.2e-31, 92.7."""
+    if v is None or not np.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        return f"{v:.2g}"
+    return f"{v:.4g}"

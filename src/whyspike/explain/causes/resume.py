@@ -1,0 +1,34 @@
+"""resume: a restart from a checkpoint that lost optimizer/scheduler state or the step counter."""
+
+from __future__ import annotations
+
+from ...detect import Spike
+from ..cause import Cause, Context, fmt
+
+
+def assess(spike: Spike, ctx: Context) -> Cause | None:
+    unit = ctx.unit(spike.axis)
+    radius = 2 if spike.axis == "epoch" else 100
+    rewinds = ctx.events_near(spike, ("step_rewind",), radius)
+    gaps = ctx.events_near(spike, ("wall_gap", "run_start"), radius)
+    resets = [c for c in ctx.changes_near(spike, before=radius, after=radius) if c.kind == "restart"]
+    if not (rewinds or gaps or resets):
+        return None
+    ev, conf = [], 0.3
+    if rewinds:
+        conf += 0.35
+        ev.append(rewinds[0].detail + " — the log was written again from an earlier point, as after a resume")
+    if gaps:
+        conf += 0.2
+        ev.append(gaps[0].detail)
+    if resets:
+        periodic = sum(c.kind == "restart" for c in ctx.lr_changes) > 1  # SGDR restarts: a schedule, not a resume
+        conf += 0.05 if periodic else 0.25
+        r = resets[0]
+        ev.append(f"{r.series} jumped back to {fmt(r.after)} (its initial value) at {unit} {fmt(r.at)}: "
+                  "a scheduler that restarted from scratch")
+    return Cause("resume", min(conf, 0.95), ev,
+                 "the run was not restarted there, or a resume that restores optimizer, scheduler and step counter "
+                 "shows the same jump",
+                 "resume from the same checkpoint twice, once restoring optimizer + scheduler state and once "
+                 "without: only the second should show the jump")

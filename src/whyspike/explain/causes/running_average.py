@@ -1,0 +1,39 @@
+"""running_average: a train metric averaged over the epoch while the model changes (Keras' default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...detect import Spike
+from ..cause import Cause, Context, fmt
+
+
+def first_epoch_gap(ctx: Context, kind: str = "accuracy") -> tuple[str, str, float, float] | None:
+    """(train name, val name, train[0], val[0]) when the first train value sits far on the bad side of val."""
+    for tr in ctx.run.find(kind=kind, split="train", axis="epoch"):
+        for va in ctx.run.find(kind=kind, split="val", axis="epoch"):
+            if len(tr) < 2 or len(va) < 1 or tr.x[0] != va.x[0]:
+                continue
+            t0, v0 = float(tr.y[0]), float(va.y[0])
+            if not (np.isfinite(t0) and np.isfinite(v0)):
+                continue
+            scale = tr.role.scale if kind == "accuracy" else max(abs(v0), 1e-12)
+            worse = (v0 - t0) if kind == "accuracy" else (t0 - v0)
+            if worse > 0.1 * scale:
+                return tr.name, va.name, t0, v0
+    return None
+
+
+def assess(spike: Spike, ctx: Context) -> Cause | None:
+    s = ctx.series(spike)
+    if s.axis != "epoch" or s.role.split != "train" or spike.start_index > 2:
+        return None
+    gap = first_epoch_gap(ctx, s.role.kind if s.role.kind in ("accuracy", "loss") else "accuracy")
+    if gap is None:
+        return None
+    tr, va, t0, v0 = gap
+    return Cause("running_average", 0.75,
+                 [f"{tr} in the first epoch ({fmt(t0)}) is far worse than {va} measured at its end ({fmt(v0)}): "
+                  "the train value is a running mean over an epoch in which the model improved quickly"],
+                 "evaluating the training set with the end-of-epoch weights gives the same low value",
+                 "re-evaluate the training set at each epoch end with frozen weights (no retraining) and compare")

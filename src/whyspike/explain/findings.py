@@ -1,0 +1,168 @@
+"""Run-level findings (DESIGN.md, findings ids): facts about the whole run a user should know first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..run import Run, Series
+from .cause import Context, fmt
+from .causes.running_average import first_epoch_gap
+
+
+@dataclass
+class Finding:
+    id: str
+    message: str
+    at: float | None = None
+    metric: str | None = None
+    severity: str = "warning"  # warning | info
+
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "message": self.message, "at": self.at, "metric": self.metric}
+        return d
+
+
+def lr_vanished(ctx: Context) -> list[Finding]:
+    """The LR fell so low that later updates are numerically nil: training effectively stopped."""
+    out = []
+    for lr in ctx.run.find(kind="lr"):
+        ok = np.isfinite(lr.y) & (lr.y >= 0)
+        x, y = lr.x[ok], lr.y[ok]
+        if len(y) < 3 or y[0] <= 0 or y.min() > 1e-4 * y[0]:
+            continue
+        # the LR still to be spent after position i, against what was spent up to it; below 10% the run has
+        # effectively stopped moving
+        spent = np.cumsum(y)
+        remaining = spent[-1] - spent
+        stop = int(np.argmax(remaining < 0.1 * spent))
+        unit = "epoch" if lr.axis == "epoch" else "step"
+        low = int(np.argmax(y < 1e-4 * y[0]))
+        msg = (f"{lr.name} fell from {fmt(y[0])} to {fmt(y[-1])} (x{fmt(y[-1] / y[0])}); below 1e-4 of its "
+               f"initial value from {unit} {fmt(x[low])} on. Training effectively stopped after {unit} {fmt(x[stop])}: "
+               f"every update after it adds up to less than a tenth of the learning already done, so no later "
+               f"jump (e.g. at a scheduled decay) can come from this schedule")
+        out.append(Finding("lr_vanished", msg, float(x[stop]), lr.name))
+        break
+    return out
+
+
+def schedule_units(ctx: Context) -> list[Finding]:
+    """A staircase decaying several times per epoch: its decay_steps counts optimizer steps, not epochs."""
+    out = []
+    for lr in ctx.run.find(kind="lr", axis="epoch"):
+        ok = np.isfinite(lr.y) & (lr.y > 0)
+        x, y = lr.x[ok], lr.y[ok]
+        if len(y) < 4:
+            continue
+        ratios = y[1:] / y[:-1]
+        decays = ratios < 0.95
+        if decays.mean() < 0.6:
+            continue  # not decaying at (nearly) every epoch
+        per_epoch = float(np.exp(np.mean(np.log(ratios[decays]))))
+        sched = (ctx.run.setup.lr_schedule or {}).get("config", ctx.run.setup.lr_schedule or {})
+        rate = float(sched.get("decay_rate", 0.5)) if isinstance(sched, dict) else 0.5
+        decays_per_epoch = np.log(per_epoch) / np.log(rate)
+        if decays_per_epoch < 1.5:
+            continue
+        spe = ctx.run.setup.steps_per_epoch
+        ds = sched.get("decay_steps") if isinstance(sched, dict) else None
+        if spe and ds:
+            fix = (f"decay_steps={fmt(ds)} counts optimizer steps; with {fmt(spe)} steps per epoch, decaying every "
+                   f"{fmt(ds)} epochs needs decay_steps = {fmt(ds)} x steps_per_epoch = {fmt(ds * spe)}")
+        else:
+            fix = ("a schedule's decay_steps counts optimizer steps; to decay every N epochs use "
+                   "decay_steps = N x steps_per_epoch (e.g. 10 x steps_per_epoch for every 10 epochs)")
+        msg = (f"{lr.name} falls x{fmt(per_epoch)} every epoch — about {decays_per_epoch:.1f} decays of x{fmt(rate)} "
+               f"per epoch: the schedule decays per optimizer step, where per epoch was likely meant. Fix: {fix}")
+        out.append(Finding("schedule_units", msg, float(x[1]), lr.name))
+        break
+    return out
+
+
+def small_eval_set(ctx: Context) -> list[Finding]:
+    n = ctx.run.setup.eval_size
+    if not n or n >= 2000:
+        return []
+    vals = ctx.run.find(kind="accuracy", split="val")
+    if not vals:
+        return []
+    s = vals[0]
+    p = float(np.nanmedian(s.y)) / s.role.scale
+    sd = s.role.scale * np.sqrt(max(p * (1 - p), 0.25 / n) / n)
+    how = "inferred from the granularity of the logged values" if ctx.run.setup.eval_size_inferred else "as configured"
+    return [Finding("small_eval_set",
+                    f"{s.name} is measured on {n} examples ({how}): it moves in steps of {fmt(s.role.scale / n)} and "
+                    f"its sampling s.d. is about {fmt(sd)}; changes smaller than ~{fmt(2.8 * sd)} between two "
+                    "evaluations are not evidence of anything", None, s.name, "info")]
+
+
+def running_average_metric(ctx: Context) -> list[Finding]:
+    out = []
+    for kind in ("accuracy", "loss"):
+        gap = first_epoch_gap(ctx, kind)
+        if gap:
+            tr, va, t0, v0 = gap
+            out.append(Finding("running_average_metric",
+                               f"{tr} in the first epoch ({fmt(t0)}) is far worse than {va} ({fmt(v0)}): the train "
+                               "metric is averaged over the epoch while the model changes (Keras reports it so), "
+                               "which makes epoch 2 look like a jump", None, tr, "info"))
+            break
+    return out
+
+
+def nan_or_inf(ctx: Context) -> list[Finding]:
+    out = []
+    for s in ctx.run.series.values():
+        if s.role.kind == "meta":
+            continue
+        bad = np.flatnonzero(~np.isfinite(s.y))
+        if len(bad):
+            unit = "epoch" if s.axis == "epoch" else "step"
+            out.append(Finding("nan_or_inf", f"{s.name} is NaN/inf at {len(bad)} {unit}(s), first at {unit} "
+                                             f"{fmt(float(s.x[bad[0]]))} (value {s.y[bad[0]]})",
+                               float(s.x[bad[0]]), s.name))
+    return out
+
+
+def resume_detected(ctx: Context) -> list[Finding]:
+    evs = [e for e in ctx.run.events if e.kind in ("step_rewind", "wall_gap", "run_start")]
+    if not evs:
+        return []
+    first = evs[0]
+    more = f" ({len(evs) - 1} more)" if len(evs) > 1 else ""
+    return [Finding("resume_detected", f"the run was restarted: {first.detail}{more}", first.at, None)]
+
+
+def train_eval_gap(ctx: Context) -> list[Finding]:
+    for kind in ("accuracy", "loss"):
+        for tr in ctx.run.find(kind=kind, split="train", axis="epoch"):
+            for va in ctx.run.find(kind=kind, split="val", axis="epoch"):
+                t, v = _last(tr), _last(va)
+                if t is None or v is None:
+                    continue
+                if kind == "accuracy" and t - v > 0.1 * tr.role.scale:
+                    return [Finding("train_eval_gap", f"at the end {tr.name} is {fmt(t)} but {va.name} is {fmt(v)}: "
+                                    f"a gap of {fmt(t - v)} (overfitting, or a train/eval mismatch such as augmentation "
+                                    "or BatchNorm mode)", None, va.name, "info")]
+                if kind == "loss" and v > 2 * t > 0:
+                    return [Finding("train_eval_gap", f"at the end {va.name} ({fmt(v)}) is {fmt(v / t)}x {tr.name} "
+                                    f"({fmt(t)})", None, va.name, "info")]
+    return []
+
+
+def _last(s: Series) -> float | None:
+    y = s.y[np.isfinite(s.y)]
+    return float(y[-1]) if len(y) else None
+
+
+CHECKS = (lr_vanished, schedule_units, nan_or_inf, resume_detected, running_average_metric, small_eval_set,
+          train_eval_gap)
+
+
+def run_findings(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    for check in CHECKS:
+        out.extend(check(ctx))
+    return out
