@@ -9,6 +9,7 @@ import numpy as np
 from ..run import Run, Series
 from .cause import Context, fmt
 from .causes.running_average import first_epoch_gap
+from .staircase import fit_staircase
 
 
 @dataclass
@@ -32,20 +33,36 @@ def lr_vanished(ctx: Context) -> list[Finding]:
         x, y = lr.x[ok], lr.y[ok]
         if len(y) < 3 or y[0] <= 0 or y.min() > 1e-4 * y[0]:
             continue
+        stair = fit_staircase(y, _rate_hint(ctx)) if lr.axis == "epoch" else None
+        initial = stair.initial if stair else float(y[0])
         # the LR still to be spent after position i, against what was spent up to it; below 10% the run has
         # effectively stopped moving
         spent = np.cumsum(y)
         remaining = spent[-1] - spent
         stop = int(np.argmax(remaining < 0.1 * spent))
         unit = "epoch" if lr.axis == "epoch" else "step"
-        low = int(np.argmax(y < 1e-4 * y[0]))
-        msg = (f"{lr.name} fell from {fmt(y[0])} to {fmt(y[-1])} (x{fmt(y[-1] / y[0])}); below 1e-4 of its "
-               f"initial value from {unit} {fmt(x[low])} on. Training effectively stopped after {unit} {fmt(x[stop])}: "
-               f"every update after it adds up to less than a tenth of the learning already done, so no later "
-               f"jump (e.g. at a scheduled decay) can come from this schedule")
+        low = int(np.argmax(y < 1e-4 * initial))
+        origin = " (the initial LR, read back from the staircase)" if stair and stair.initial != y[0] else ""
+        span = f" — the first {stop + 1} {unit}s" if lr.axis == "epoch" and x[0] == 0 else ""
+        msg = (f"{lr.name} fell from {fmt(initial)}{origin} to {fmt(y[-1])} by {unit} {fmt(x[-1])} "
+               f"(x{fmt(y[-1] / initial)}); below 1e-4 of its initial value from {unit} {fmt(x[low])} on. Training "
+               f"effectively stopped after {unit} {fmt(x[stop])}{span}: every update after it adds up to less than a "
+               "tenth of the learning already done, so no later jump can come from this schedule")
         out.append(Finding("lr_vanished", msg, float(x[stop]), lr.name))
         break
     return out
+
+
+def _rate_hint(ctx: Context) -> float | None:
+    cfg = _schedule_config(ctx)
+    r = cfg.get("decay_rate")
+    return float(r) if isinstance(r, (int, float)) and 0 < r < 1 else None
+
+
+def _schedule_config(ctx: Context) -> dict:
+    sched = ctx.run.setup.lr_schedule or {}
+    inner = sched.get("config", sched) if isinstance(sched, dict) else {}
+    return inner if isinstance(inner, dict) else {}
 
 
 def schedule_units(ctx: Context) -> list[Finding]:
@@ -57,28 +74,57 @@ def schedule_units(ctx: Context) -> list[Finding]:
         if len(y) < 4:
             continue
         ratios = y[1:] / y[:-1]
-        decays = ratios < 0.95
-        if decays.mean() < 0.6:
+        if (ratios < 0.95).mean() < 0.6:
             continue  # not decaying at (nearly) every epoch
-        per_epoch = float(np.exp(np.mean(np.log(ratios[decays]))))
-        sched = (ctx.run.setup.lr_schedule or {}).get("config", ctx.run.setup.lr_schedule or {})
-        rate = float(sched.get("decay_rate", 0.5)) if isinstance(sched, dict) else 0.5
-        decays_per_epoch = np.log(per_epoch) / np.log(rate)
+        per_epoch = float(np.exp(np.mean(np.log(ratios))))
+        stair = fit_staircase(y, _rate_hint(ctx))
+        if stair is None:
+            rate = _rate_hint(ctx) or 0.5
+            decays_per_epoch = float(np.log(per_epoch) / np.log(rate))
+        else:
+            rate, decays_per_epoch = stair.rate, stair.decays_per_epoch
         if decays_per_epoch < 1.5:
             continue
-        spe = ctx.run.setup.steps_per_epoch
-        ds = sched.get("decay_steps") if isinstance(sched, dict) else None
+        spe = ctx.run.setup.steps_per_epoch or _schedule_config(ctx).get("steps_per_epoch")
+        ds = _schedule_config(ctx).get("decay_steps")
+        if spe and not ds:
+            ds = spe / decays_per_epoch  # decays/epoch = steps_per_epoch / decay_steps
+        msg = (f"{lr.name} falls x{fmt(per_epoch)} every epoch — {decays_per_epoch:.2g} decays of x{fmt(rate)} per "
+               "epoch: the schedule decays per optimizer step, where per epoch was likely meant.")
         if spe and ds:
-            fix = (f"decay_steps={fmt(ds)} counts optimizer steps; with {fmt(spe)} steps per epoch, decaying every "
-                   f"{fmt(ds)} epochs needs decay_steps = {fmt(ds)} x steps_per_epoch = {fmt(ds * spe)}")
+            ds_r = round(ds) if abs(ds - round(ds)) < 0.05 else ds
+            intended = [e for e in np.arange(ds_r, float(x[-1]) + 1, ds_r) if float(x[0]) < e <= float(x[-1])]
+            msg += (f" With {fmt(spe)} steps per epoch that is decay_steps={fmt(ds_r)} steps; read as epochs it would "
+                    f"decay at epoch {', '.join(fmt(e) for e in intended[:4]) or 'none in this run'}")
+            quiet = _quiet_at(ctx, intended[:4])
+            if quiet:
+                msg += f" — and no jump happened there ({quiet})"
+            msg += (f". Fix: decay every {fmt(ds_r)} epochs with decay_steps = {fmt(ds_r)} x steps_per_epoch = "
+                    f"{fmt(ds_r * spe)}")
         else:
-            fix = ("a schedule's decay_steps counts optimizer steps; to decay every N epochs use "
-                   "decay_steps = N x steps_per_epoch (e.g. 10 x steps_per_epoch for every 10 epochs)")
-        msg = (f"{lr.name} falls x{fmt(per_epoch)} every epoch — about {decays_per_epoch:.1f} decays of x{fmt(rate)} "
-               f"per epoch: the schedule decays per optimizer step, where per epoch was likely meant. Fix: {fix}")
+            msg += (" Fix: decay_steps counts optimizer steps; to decay every N epochs use "
+                    "decay_steps = N x steps_per_epoch (e.g. 10 x steps_per_epoch for every 10 epochs). Pass "
+                    "--steps-per-epoch to see where the intended decays would have been")
         out.append(Finding("schedule_units", msg, float(x[1]), lr.name))
         break
     return out
+
+
+def _quiet_at(ctx: Context, epochs: list[float]) -> str:
+    """'accuracy 0.136 -> 0.136 at epoch 10, ...' for metrics with no spike at these epochs ('' if one jumps)."""
+    parts = []
+    for s in ctx.run.metric_series:
+        if s.axis != "epoch":
+            continue
+        if any(sp.metric == s.name and abs(sp.at - e) <= 1 for sp in ctx.spikes for e in epochs):
+            return ""
+        for e in epochs[:2]:
+            a, b = s.value_at(e - 1), s.value_at(e)
+            if a is not None and b is not None:
+                parts.append(f"{s.name} {fmt(a)} -> {fmt(b)} at epoch {fmt(e)}")
+        if len(parts) >= 2:
+            break
+    return "; ".join(parts)
 
 
 def small_eval_set(ctx: Context) -> list[Finding]:
@@ -106,7 +152,7 @@ def running_average_metric(ctx: Context) -> list[Finding]:
             tr, va, t0, v0 = gap
             out.append(Finding("running_average_metric",
                                f"{tr} in the first epoch ({fmt(t0)}) is far worse than {va} ({fmt(v0)}): the train "
-                               "metric is averaged over the epoch while the model changes (Keras reports it so), "
+                               "metric is averaged over the epoch while the model changes (Keras and most training loops report it so), "
                                "which makes epoch 2 look like a jump", None, tr, "info"))
             break
     return out

@@ -90,4 +90,4 @@ def _looks_percent(values: np.ndarray | None) -> bool:
     if values is None or len(values) == 0:
         return False
     v = values[np.isfinite(values)]
-    return bool(len(v) and v.max() > 1.0 + 1e-9 and v.max() <= 100.0 + 1e-9)
+    return bool(len(v) and v.max() > 1.5 and v.max() <= 100.0 + 1e-9)
