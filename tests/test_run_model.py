@@ -46,3 +46,15 @@ def test_eval_size_inferred_from_granularity():
     # two-decimal percent cannot reveal a 10 000-example set: no guess
     assert infer_eval_size(np.round(rng.integers(2000, 9000, 40) / 100, 2), percent=True) is None
     assert infer_eval_size(rng.random(40)) is None
+
+
+def test_two_decimal_percent_cifar_accuracies_do_not_fake_an_eval_size(real_logs):
+    # CIFAR-10 test set: 10 000 images, printed as percent with two decimals -> granularity not visible
+    import whyspike
+
+    run = whyspike.load_run(real_logs / "pytorch-classification" / "baseline_cifar10_resnet-110.log.txt")
+    assert run.setup.eval_size is None
+
+
+def test_momentum_logged_by_lightning_is_not_a_learning_rate():
+    assert classify("lr-SGD-momentum").kind == "momentum"

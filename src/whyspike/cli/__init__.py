@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from .. import __version__
@@ -23,7 +21,7 @@ cli.add_command(diagnose_cmd)
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input ends in a one-line error and exit 1, bad usage in exit 2 — never a traceback."""
     try:
-        cli.main(args=argv, prog_name="whyspike", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="whyspike", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -38,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return int(getattr(sys.modules[__name__], "_exit_code", 0))
+    return rv if isinstance(rv, int) else 0  # click returns ctx.exit(code) values in non-standalone mode
 
 
 __all__ = ["cli", "main"]

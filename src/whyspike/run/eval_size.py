@@ -61,10 +61,21 @@ def infer_eval_size(values: np.ndarray, *, percent: bool = False, min_distinct: 
     if best is None:
         return None
     if resolution is not None:
-        # printed digits allow `resolution` values; landing on multiples of 1/best by chance has probability
-        # (best/resolution) per value: trust n only when that coincidence is very unlikely for all of them
+        # printed digits allow `resolution` values; a printed value is consistent with n when it is a rounding of
+        # some k/n. Trust n only when landing on such values by chance, for every value, is very unlikely
         # (summed over every n the scan tried, hence the log(best) term)
-        ratio = best / resolution
-        if ratio >= 1 or np.log(best) + (len(v) - 1) * np.log(ratio) > np.log(1e-4):
+        f = _reachable_fraction(best, resolution)
+        if f >= 0.999 or np.log(best) + (len(v) - 1) * np.log(f) > np.log(1e-4):
             return None
     return best
+
+
+def _reachable_fraction(n: int, resolution: int) -> float:
+    """Share of the printable values m/resolution that round some k/n (ties count both ways)."""
+    centres = np.arange(n + 1) * (resolution / n)
+    lo = np.ceil(centres - 0.5 - 1e-9).astype(np.int64)
+    hi = np.floor(centres + 0.5 + 1e-9).astype(np.int64)
+    hit = np.zeros(resolution + 1, dtype=bool)
+    hit[np.clip(lo, 0, resolution)] = True
+    hit[np.clip(hi, 0, resolution)] = True
+    return float(hit.mean())

@@ -65,6 +65,8 @@ def classify(name: str, values: np.ndarray | None = None) -> Role:
     tset = set(toks)
     joined = "_".join(toks)
     split = _split_of(toks)
+    if tset & {"momentum", "beta1", "betas"}:  # before lr: Lightning logs "lr-SGD-momentum"
+        return Role("momentum", split, None)
     if tset & {"lr", "learning"} or "learning_rate" in joined or "learningrate" in tset:
         return Role("lr", split, None)
     if "norm" in tset or "norms" in tset:
@@ -72,8 +74,6 @@ def classify(name: str, values: np.ndarray | None = None) -> Role:
             return Role("grad_norm", split, None)
         if tset & {"weight", "weights", "param", "params", "parameter", "w"}:
             return Role("weight_norm", split, None)
-    if tset & {"momentum", "beta1", "betas"}:
-        return Role("momentum", split, None)
     if "weight_decay" in joined or "wd" in tset:
         return Role("weight_decay", split, None)
     if tset & _LOSS:
