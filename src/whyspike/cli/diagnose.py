@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import click
+from rich.console import Console
 
 from ..diagnosis import diagnose
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..importers import formats, load_run
 
 EXIT_SPIKE = 3
@@ -32,12 +34,17 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
     if input_format is not None and input_format not in known:
         raise UsageError(f"--input-format {input_format!r} is not a known log format; use one of: "
                          f"{', '.join(sorted(known))}")
-    run = load_run(path, format=input_format)
-    if steps_per_epoch:
-        run.setup.steps_per_epoch = steps_per_epoch
-    if eval_size:
-        run.setup.eval_size, run.setup.eval_size_inferred = eval_size, False
-    result = diagnose(run, metric=metric)
+    err = Console(stderr=True)
+    # a spinner on an interactive stderr only: stdout stays clean for --format json and pipes
+    with err.status(f"reading {path}") if err.is_terminal else nullcontext() as status:
+        run = load_run(path, format=input_format)
+        if steps_per_epoch:
+            run.setup.steps_per_epoch = steps_per_epoch
+        if eval_size:
+            run.setup.eval_size, run.setup.eval_size_inferred = eval_size, False
+        if status is not None:
+            status.update(f"looking for jumps in {len(run.series)} series")
+        result = diagnose(run, metric=metric)
     if output == "json":
         from ..outputs import to_json
 
@@ -46,9 +53,8 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         from ..outputs import render_text
 
         render_text(result, verbose=verbose)
-        # warnings are on the terminal already; in JSON mode they are in the document
     if fail_on_spike and result.spikes:
         raise click.exceptions.Exit(EXIT_SPIKE)
 
 
-__all__ = ["diagnose_cmd", "InputError"]
+__all__ = ["diagnose_cmd"]

@@ -72,8 +72,8 @@ class _Cand:
     def touches(self, other: "_Cand") -> bool:
         """True when this candidate's windows contain the other's change (then its score is contaminated)."""
         s, e = self.span()
-        if other.kind == "step":
-            return s < other.t < e and not (self.kind == "step" and self.t == other.t and False)
+        if other.kind == "step":  # a step sits between other.t-1 and other.t
+            return s < other.t < e
         return s < other.t + other.k and e > other.t
 
 
@@ -188,7 +188,7 @@ def detect_spikes(
         locked = c.t in hint_idx
         if c.z < thr and not locked:
             continue
-        if any(c.touches(a) or a.touches(c) and a.t == c.t for a in accepted):
+        if any(c.touches(a) or a.t == c.t for a in accepted):
             continue
         if c.kind == "step" and c.w > 32:
             c.t = _refine_step(y, c)
