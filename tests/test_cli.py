@@ -95,8 +95,8 @@ def _one_line_error(code, err, path_part, expected_code=1):
     [
         ("empty.csv", b"", "empty"),
         ("header.csv", KERAS_HEADER.encode(), "no numeric series"),
-        ("garbage.bin", bytes(range(256)) * 64, "--format"),
-        ("notes.txt", b"just some words\nno numbers at all\n", "--format"),
+        ("garbage.bin", bytes(range(256)) * 64, "--input-format"),
+        ("notes.txt", b"just some words\nno numbers at all\n", "--input-format"),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, capsys, name, content, fragment):

@@ -1,6 +1,6 @@
 """Format registry and sniffing: which importer reads a path.
 
-Each importer module registers one :class:`Importer`: a format id (the ``--format`` value and
+Each importer module registers one :class:`Importer`: a format id (the ``--input-format`` value of the CLI, ``format=`` of ``load_run``, and
 ``source.format`` in the JSON output), a ``sniff`` that scores a path from its name and first bytes (cheap, never
 reads the whole file), and a ``load`` that returns a :class:`~whyspike.run.Run`.
 """
@@ -102,7 +102,7 @@ def sniff(path: Path) -> Importer:
     best_score, best = scored[0]
     if best_score <= 0:
         what = "directory holds no training log whyspike knows" if p.is_dir else "file is not a training log whyspike knows"
-        raise UnknownFormatError(path, f"the {what}", f"force a reader with --format ({', '.join(sorted(formats()))})")
+        raise UnknownFormatError(path, f"the {what}", f"force a reader with --input-format ({', '.join(sorted(formats()))})")
     return _IMPORTERS[best]
 
 
@@ -130,7 +130,7 @@ def finalize(run: Run, path: Path) -> Run:
     """Checks and inferences every importer's output gets: something to diagnose, the eval-set size."""
     if not any(len(s) for s in run.series.values()):
         raise EmptyLogError(path, "holds no numeric series (header only, or no values logged yet)",
-                            "wait until the training has logged at least one epoch, or check --format")
+                            "wait until the training has logged at least one epoch, or check --input-format")
     if run.setup.eval_size is None:
         for s in run.find(kind="accuracy", split="val"):
             n = infer_eval_size(s.y, percent=s.role.percent)

@@ -504,7 +504,7 @@ def open_table(path: Path, fmt: str) -> tuple[Run, Table]:
     dialect = detect_dialect(p.text)
     if dialect is None:
         raise InputError(path, "is not a text table (a header row of names, then rows of numbers)",
-                         "check the path, or force another reader with --format")
+                         "check the path, or force another reader with --input-format")
     run = Run(Source(str(path), fmt))
     table = read_table(path, dialect, run.warnings)
     if table.text_columns:
@@ -524,7 +524,7 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(path, f"cannot be read ({exc.strerror})", "check the path and its permissions") from None
     except UnicodeDecodeError:
         raise InputError(path, f"is not text; expected {what}",
-                         "check the path, or force another reader with --format") from None
+                         "check the path, or force another reader with --input-format") from None
     except json.JSONDecodeError as exc:
         raise CorruptLogError(path, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                               f"expected {what}", "check that the file was written completely") from None

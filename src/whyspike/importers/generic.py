@@ -295,7 +295,7 @@ def load_jsonl(path: Path) -> Run:
         if path.stat().st_size == 0:
             raise EmptyLogError(path, "the file is empty", "point whyspike at a log that has been written to")
         raise InputError(path, "holds no JSON object lines (one {...} per line, optionally after a prefix)",
-                         "check the path, or force another reader with --format")
+                         "check the path, or force another reader with --input-format")
     if lines.broken:
         run.warnings.append(f"{lines.broken} line(s) that start like a JSON object could not be parsed and were "
                             f"skipped, first at line {lines.first_broken}")

@@ -51,7 +51,7 @@ def load_csv(path: Path) -> Run:
     epoch = table.find(("epoch",))
     if epoch is None:
         raise InputError(path, "has no numeric 'epoch' column, which Keras' CSVLogger always writes",
-                         "read it with --format table")
+                         "read it with --input-format table")
     add_table_series(run, table, mode="epoch", epoch_col=epoch)
     return run
 

@@ -63,7 +63,7 @@ def load(path: Path) -> Run:
     epoch, step = table.find(("epoch",)), table.find(("step",))
     if epoch is None and step is None:
         raise InputError(csv_path, "has neither an 'epoch' nor a 'step' column, which Lightning's CSVLogger writes",
-                         "read it with --format table")
+                         "read it with --input-format table")
     mode = "mixed" if epoch and step else ("epoch" if epoch else "step")
     add_table_series(run, table, mode=mode, epoch_col=epoch, step_col=step)
     if epoch and step:

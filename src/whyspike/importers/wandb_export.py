@@ -37,7 +37,7 @@ def load(path: Path) -> Run:
     step = table.find(("_step",)) or ("Step" if "Step" in table.columns else None)
     if step is None:
         raise InputError(path, "has no '_step' (history export) or 'Step' (chart export) column",
-                         "read it with --format table")
+                         "read it with --input-format table")
     envelope = [n for n in table.names if n.endswith(("__MIN", "__MAX"))]
     wall = "_timestamp" if "_timestamp" in table.columns else None
     add_table_series(run, table, mode="step", step_col=step, skip=envelope, wall_col=wall)
