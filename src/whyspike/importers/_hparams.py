@@ -1,6 +1,6 @@
-"""Hyper-parameters written beside or inside text logs → :class:`~whyspike.run.Setup`.
+"""Hyper-parameters as logged (tracker params, config dumps, hparams.yaml) → :class:`~whyspike.run.Setup`.
 
-Adds to :func:`._runfacts.apply_hparams` (the common spellings) the schedule fields and the spellings of older
+Maps the common spellings (``lr``, ``batch_size``, ``optimizer``, ...), the schedule fields and the spellings of older
 frameworks (Torch7's ``learningRateDecayRatio``, ``epoch_step``, ``optimMethod``, ``max_epoch``), and reads the
 simple ``key: value`` YAML Lightning writes to ``hparams.yaml`` without needing PyYAML.
 
@@ -19,11 +19,17 @@ import re
 from typing import Any
 
 from ..run import Setup
-from ._runfacts import apply_hparams
 
-_MORE: dict[str, tuple[str, ...]] = {
-    "epochs": ("max_epoch", "nepochs", "n_epoch", "num_epoch"),
-    "optimizer": ("optimmethod", "optimizer_name", "opt", "optim_method"),
+# Setup field -> accepted config keys (compared lower-cased, '-' read as '_'), first match wins; the order of the
+# fields matters only for epoch_step, whose single-number form needs `epochs` first
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr", "learning_rate", "learningrate", "base_lr", "initial_lr"),
+    "batch_size": ("batch_size", "batchsize", "train_batch_size", "per_device_train_batch_size"),
+    "momentum": ("momentum",),
+    "weight_decay": ("weight_decay", "weightdecay", "wd"),
+    "optimizer": ("optimizer", "optim", "optimizer_name", "optimmethod", "opt", "optim_method"),
+    "epochs": ("epochs", "num_epochs", "n_epochs", "max_epochs", "num_train_epochs", "max_epoch", "nepochs",
+               "n_epoch", "num_epoch"),
     "lr_milestones": ("lr_milestones", "milestones", "epoch_step", "lr_steps", "lr_decay_epochs", "schedule",
                       "decay_epochs"),
     "lr_decay_factor": ("lr_decay_factor", "learningratedecayratio", "gamma", "lr_gamma", "lr_decay_rate",
@@ -31,15 +37,19 @@ _MORE: dict[str, tuple[str, ...]] = {
 }
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
+def _number(value: Any, kind: type = float) -> float | int | None:
+    if isinstance(value, bool):
         return None
-    if isinstance(v, str):
+    if isinstance(value, str):
         try:
-            v = float(v.strip())
+            value = float(value.strip())
         except ValueError:
             return None
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
 
 
 def _numbers(v: Any) -> list[float] | None:
@@ -53,6 +63,30 @@ def _numbers(v: Any) -> list[float] | None:
     return None if not out or any(x is None for x in out) else out  # type: ignore[return-value]
 
 
+def _milestones(raw: Any, key: str, setup: Setup) -> list[float] | None:
+    value = _numbers(raw)
+    n = _number(raw)
+    if value is None and n is not None and n > 0 and key == "epoch_step" and setup.epochs:
+        # one number: Torch7 WRN decays every n epochs; the milestones follow once epochs are known
+        value = [n * i for i in range(1, int(setup.epochs // n) + 1)]
+        if value and value[-1] >= setup.epochs:
+            value.pop()
+    return value
+
+
+def _parse(fieldname: str, raw: Any, key: str, setup: Setup) -> Any:
+    if fieldname == "optimizer":
+        return raw.strip() if isinstance(raw, str) and raw.strip() else None
+    if fieldname in ("batch_size", "epochs"):
+        return _number(raw, int)
+    if fieldname == "lr_decay_factor":
+        n = _number(raw)
+        return n if n is not None and 0 < n < 1 else None
+    if fieldname == "lr_milestones":
+        return _milestones(raw, key, setup)
+    return _number(raw)
+
+
 def fill_setup(setup: Setup, config: dict[str, Any]) -> None:
     """Fill the Setup fields still unknown from ``config`` (a flat or nested dict as logged); never overwrites."""
     flat: dict[str, Any] = {str(k): v for k, v in config.items()}
@@ -60,33 +94,12 @@ def fill_setup(setup: Setup, config: dict[str, Any]) -> None:
         if isinstance(v, dict):
             for k2, v2 in v.items():
                 flat.setdefault(str(k2), v2)
-    apply_hparams(setup, flat)
     norm = {str(k).lower().replace("-", "_"): v for k, v in flat.items()}
-    for fieldname, keys in _MORE.items():
+    for fieldname, keys in _ALIASES.items():
         if getattr(setup, fieldname) is not None:
             continue
         for key in keys:
-            if key not in norm:
-                continue
-            raw = norm[key]
-            value: Any = None
-            if fieldname == "optimizer":
-                value = raw.strip() if isinstance(raw, str) and raw.strip() else None
-            elif fieldname == "epochs":
-                n = _number(raw)
-                value = int(n) if n is not None and n.is_integer() else None
-            elif fieldname == "lr_decay_factor":
-                n = _number(raw)
-                value = n if n is not None and 0 < n < 1 else None
-            else:
-                value = _numbers(raw)
-                n = _number(raw)
-                if value is None and n is not None and n > 0 and key == "epoch_step":
-                    # one number: Torch7 WRN decays every n epochs; the milestones follow once epochs are known
-                    value = [n * i for i in range(1, int(setup.epochs // n) + 1)] if setup.epochs else None
-                    if value is not None and value and value[-1] >= setup.epochs:
-                        value.pop()
-            if value is not None:
+            if key in norm and (value := _parse(fieldname, norm[key], key, setup)) is not None:
                 setattr(setup, fieldname, value)
                 break
 

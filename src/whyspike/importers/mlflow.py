@@ -38,7 +38,8 @@ from pathlib import Path
 from ..errors import EmptyLogError, InputError
 from ..run import Run, Setup, Source, make_series
 from ._registry import Importer, Probe, register
-from ._runfacts import apply_hparams, epoch_boundary_events
+from ._hparams import fill_setup
+from ._runfacts import epoch_boundary_events
 
 FORMAT = "mlflow"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -384,7 +385,7 @@ def load(path: str | os.PathLike, run_id: str | None = None) -> Run:
                              "point whyspike at mlruns/, a run directory inside it, or mlflow.db")
         info, metrics, params = _load_sqlite(path, run_id, warnings)
     run = Run(source=Source(str(path), FORMAT), setup=Setup(config=dict(params)), warnings=warnings)
-    apply_hparams(run.setup, params)
+    fill_setup(run.setup, params)
     _build(run, metrics)
     return run
 

@@ -42,7 +42,8 @@ from ..errors import CorruptLogError, EmptyLogError, InputError
 from ..run import Run, Setup, Source, make_series
 from . import _protowire as pw
 from ._registry import Importer, Probe, register
-from ._runfacts import apply_hparams, epoch_boundary_events
+from ._hparams import fill_setup
+from ._runfacts import epoch_boundary_events
 
 FORMAT = "wandb"
 HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
@@ -389,7 +390,7 @@ def load(path: str | os.PathLike) -> Run:
     if not config and yaml_path.is_file():
         config = _read_config_yaml(yaml_path)
     run.setup = Setup(config=dict(config))
-    apply_hparams(run.setup, config)
+    fill_setup(run.setup, config)
     _build(run, parsed)
     return run
 
