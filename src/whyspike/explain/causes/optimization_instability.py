@@ -20,8 +20,9 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
     lr = ctx.run.learning_rate(spike.axis)
     if lr is not None:
         here = _value_near(lr, start)
-        top = float(np.nanmax(lr.y))
-        if here is not None and top > 0 and here >= 0.9 * top:
+        top, low = float(np.nanmax(lr.y)), float(np.nanmin(lr.y))
+        # "at its peak" only means something when the LR moves at all
+        if here is not None and top > 0 and top > 1.5 * low and here >= 0.9 * top:
             conf += 0.2
             ev.append(f"{lr.name} was at its peak ({fmt(here)}) when {spike.metric} worsened: the largest step "
                       "size of the run")
@@ -36,6 +37,9 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
             conf += 0.3
             ev.append(f"{g.name} reached {fmt(v)} at {unit} {fmt(start)}, {fmt(v / med)}x its median")
             break
+    if s.role.split == "val" and ctx.run.find(kind=s.role.kind, split="train", axis=spike.axis) and not any(
+            ctx.run.series[p.metric].role.split == "train" for p in ctx.partners(spike)):
+        conf -= 0.1  # an optimizer blow-up shows in the training curve too; this one did not
     if not np.all(np.isfinite(s.y[spike.start_index :])):
         conf += 0.2
         ev.append(f"{spike.metric} turns NaN/inf after the spike: divergence")
