@@ -34,16 +34,18 @@ def step_scores(fits: LineFits, sig_before: np.ndarray, sig_after: np.ndarray, w
     jump = np.full(n, np.nan)
     sd = np.full(n, np.nan)
     before = np.full(n, np.nan)
-    t = np.arange(w, n - w + 1)
-    if len(t):
-        pos = t - 0.5
-        left = fits.at(t - w, w, pos)
-        right = fits.at(t, w, pos)
-        v = eval_variance(w, w / 2.0)
-        sl = np.fmax(sig_before[t], fits.residual_sigma(t - w, w))
-        sr = np.fmax(sig_after[t], fits.residual_sigma(t, w))
+    m = n - 2 * w + 1  # boundaries t = w .. n-w
+    if m > 0:
+        mean, slope, resid = fits.windows(w)
+        kbar = (w - 1) / 2.0
+        # left window starts at t-w, right at t; both lines evaluated at t - 0.5
+        left = mean[:m] + slope[:m] * (w - 0.5 - kbar)
+        right = mean[w : w + m] + slope[w : w + m] * (-0.5 - kbar)
+        t = slice(w, w + m)
+        sl = np.fmax(sig_before[t], resid[:m])
+        sr = np.fmax(sig_after[t], resid[w : w + m])
         jump[t] = right - left
-        sd[t] = np.sqrt(v * (sl**2 + sr**2))
+        sd[t] = np.sqrt(eval_variance(w, w / 2.0) * (sl**2 + sr**2))
         before[t] = left
     return Scored("step", w, 0, jump, sd, before)
 
@@ -60,18 +62,21 @@ def transient_scores(fits: LineFits, y: np.ndarray, sig_before: np.ndarray, sig_
     sd = np.full(n, np.nan)
     before = np.full(n, np.nan)
     mismatch = np.full(n, np.nan)
-    t = np.arange(w, n - w - k + 1)
-    if len(t):
-        mid = t + (k - 1) / 2.0
-        left = fits.at(t - w, w, mid)
-        right = fits.at(t + k, w, mid)
-        inside = (fits.c0[t + k] - fits.c0[t]) / k
+    m = n - 2 * w - k + 1  # spike starts t = w .. n-w-k
+    if m > 0:
+        mean, slope, resid = fits.windows(w)
+        kbar = (w - 1) / 2.0
+        t = slice(w, w + m)
+        # both lines evaluated at the spike's centre t + (k-1)/2
+        left = mean[:m] + slope[:m] * (w + (k - 1) / 2.0 - kbar)
+        r = slice(w + k, w + k + m)
+        right = mean[r] + slope[r] * (-(k + 1) / 2.0 - kbar)
+        inside = (fits.c0[w + k : w + k + m] - fits.c0[w : w + m]) / k
         kernel, vl, vr = gap_quadratic_kernel(w, k)
-        trend = np.correlate(y, kernel, mode="valid")[t - w]
-        off = w / 2.0 + (k - 1) / 2.0 + 0.5
-        v = eval_variance(w, off)
-        sl = np.fmax(sig_before[t], fits.residual_sigma(t - w, w))
-        sr = np.fmax(sig_after[t + k], fits.residual_sigma(t + k, w))
+        trend = np.correlate(y, kernel, mode="valid")[:m]
+        v = eval_variance(w, w / 2.0 + (k - 1) / 2.0 + 0.5)
+        sl = np.fmax(sig_before[t], resid[:m])
+        sr = np.fmax(sig_after[r], resid[r])
         sig_in = np.fmax(sl, sr)
         jump[t] = inside - trend
         sd[t] = np.sqrt(sig_in**2 / k + vl * sl**2 + vr * sr**2)

@@ -11,10 +11,11 @@ import numpy as np
 
 
 class LineFits:
-    """Least-squares lines over windows ``y[a : a+w]`` for every start ``a``, evaluated anywhere.
+    """Least-squares lines over every window ``y[s : s+w]``, by window start s (computed once per w).
 
         >>> f = LineFits(np.arange(10.0) * 2 + 1)
-        >>> float(f.at(start=np.array([2]), w=4, pos=np.array([5.5]))[0])   # the line 2i+1 at i=5.5
+        >>> mean, slope, _ = f.windows(4)
+        >>> float(mean[2] + slope[2] * (5.5 - 2 - 1.5))   # the line through y[2:6], at index 5.5
         12.0
     """
 
@@ -25,29 +26,26 @@ class LineFits:
         self.c0 = np.concatenate(([0.0], np.cumsum(y)))
         self.c1 = np.concatenate(([0.0], np.cumsum(i * y)))
         self.c2 = np.concatenate(([0.0], np.cumsum(y * y)))
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def residual_sigma(self, start: np.ndarray, w: int) -> np.ndarray:
-        """Root-mean-square residual of each window's line (w-2 degrees of freedom).
+    def windows(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, slope, residual σ) of the line fitted to each window of w points, indexed by its start.
 
-        Larger than the point noise where the trend is not straight over the window: used as a lack-of-fit
-        floor so that a long window across a bend is not mistaken for a precise measurement.
+        The line is ``mean + slope * (i - start - (w-1)/2)``. The residual σ (w-2 degrees of freedom) exceeds the
+        point noise where the trend is not straight over the window: callers use it as a lack-of-fit floor, so a
+        long window across a bend is not mistaken for a precise measurement.
         """
-        s0 = self.c0[start + w] - self.c0[start]
-        s1 = (self.c1[start + w] - self.c1[start]) - start * s0
-        s2 = self.c2[start + w] - self.c2[start]
-        kbar = (w - 1) / 2.0
-        skk = w * (w * w - 1) / 12.0
-        rss = s2 - s0 * s0 / w - (s1 - kbar * s0) ** 2 / skk
-        return np.sqrt(np.maximum(rss, 0.0) / max(w - 2, 1))
-
-    def at(self, start: np.ndarray, w: int, pos: np.ndarray) -> np.ndarray:
-        """Value at index ``pos`` of the line fitted to ``y[start : start+w]`` (start must be valid)."""
-        s0 = self.c0[start + w] - self.c0[start]
-        s1 = (self.c1[start + w] - self.c1[start]) - start * s0  # sum of k*y with k = 0..w-1
-        kbar = (w - 1) / 2.0
-        skk = w * (w * w - 1) / 12.0
-        slope = (s1 - kbar * s0) / skk
-        return s0 / w + slope * (pos - start - kbar)
+        if w not in self._cache:
+            start = np.arange(self.n - w + 1, dtype=np.float64)
+            s0 = self.c0[w:] - self.c0[:-w]
+            s1 = (self.c1[w:] - self.c1[:-w]) - start * s0  # sum of k*y with k = 0..w-1
+            s2 = self.c2[w:] - self.c2[:-w]
+            kbar = (w - 1) / 2.0
+            skk = w * (w * w - 1) / 12.0
+            centred = s1 - kbar * s0
+            rss = s2 - s0 * s0 / w - centred * centred / skk
+            self._cache[w] = (s0 / w, centred / skk, np.sqrt(np.maximum(rss, 0.0) / max(w - 2, 1)))
+        return self._cache[w]
 
 
 def eval_variance(w: int, offset: float) -> float:

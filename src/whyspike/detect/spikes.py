@@ -133,18 +133,20 @@ def _candidates(y: np.ndarray, floor: np.ndarray, zmin: float) -> list[_Cand]:
     return cands
 
 
-def _refine_step(y: np.ndarray, c: _Cand) -> int:
-    """Exact boundary of a step found on block means: the split that maximises the mean difference nearby."""
+def _refine_step(c0: np.ndarray, c: _Cand) -> int:
+    """Exact boundary of a step found on block means: the split that maximises the mean difference nearby.
+
+    ``c0`` is the cumulative sum of the raw series with a leading 0.
+    """
     h = max(c.w // 4, 1)
-    if h <= 1:
+    n = len(c0) - 1
+    lo, hi = max(c.t - h, h), min(c.t + h, n - h)
+    if h <= 1 or hi <= lo:
         return c.t
-    lo, hi = max(c.t - h, h), min(c.t + h, len(y) - h)
-    if hi <= lo:
-        return c.t
-    c0 = np.concatenate(([0.0], np.cumsum(y)))
     s = np.arange(lo, hi + 1)
     diff = (c0[s + h] - c0[s]) - (c0[s] - c0[s - h])
-    return int(s[np.argmax(np.abs(diff) * np.sign(c.jump) * np.sign(diff) + np.abs(diff))])
+    aligned = np.where(np.sign(diff) == np.sign(c.jump), np.abs(diff), 0.0)
+    return int(s[np.argmax(aligned)])
 
 
 def detect_spikes(
@@ -174,24 +176,30 @@ def detect_spikes(
     n = len(y)
     thr = default_threshold(n) if threshold is None else threshold
     floor, binom = _floors(y, series, eval_size)
-    hint_idx = set()
-    for h in hints:
-        i = int(np.searchsorted(x, h))
+    hint_idx: set[int] = set()
+    hint_at = np.asarray([float(h) for h in hints], dtype=float)
+    centres = np.unique(np.clip(np.searchsorted(x, hint_at), 0, n - 1)) if len(hint_at) else np.empty(0, dtype=int)
+    for i in centres:
         hint_idx.update(j for j in (i - 1, i, i + 1) if 0 <= j < n)
     zmin = min(thr, EVENT_THRESHOLD) if hint_idx else thr
     cands = _candidates(y, floor, zmin)
     cands.sort(key=lambda c: -c.z)
+    c0 = np.concatenate(([0.0], np.cumsum(y)))
     accepted: list[_Cand] = []
     for c in cands:
         if c.kind == "transient" and abs(c.mismatch) > 3.0:
             continue  # the levels around it disagree: the edge of a step, not a spike
+        if c.kind == "step" and c.w > 32:  # found on block means: place it exactly
+            c.t = _refine_step(c0, c)
+            if len(centres):  # a slow-settling change found near a logged event starts at the event
+                j = int(centres[np.argmin(np.abs(centres - c.t))])
+                if abs(j - c.t) <= c.w // 2:
+                    c.t = j
         locked = c.t in hint_idx
         if c.z < thr and not locked:
             continue
         if any(c.touches(a) or a.t == c.t for a in accepted):
             continue
-        if c.kind == "step" and c.w > 32:
-            c.t = _refine_step(y, c)
         accepted.append(c)
     accepted = _pair_opposite_steps(accepted, y)
     spikes = [_to_spike(series, x, y, c, binom, c.t in hint_idx) for c in accepted]

@@ -44,13 +44,23 @@ class Context:
     def unit(self, axis: str) -> str:
         return "epoch" if axis == "epoch" else "step"
 
-    def radius(self, axis: str) -> float:
-        """How far (in axis units) an event may sit from a jump and still be 'at or just before' it."""
-        return 2 if axis == "epoch" else 50
+    def radius(self, spike: Spike, epochs: float = 2.0) -> float:
+        """How far (in axis units) an event may sit from a jump and still be 'at or just before' it.
+
+        ``epochs`` on the epoch axis. On the step axis it scales with how sparsely the metric is logged (a
+        validation metric logged every 5000 steps shows a change at the next evaluation) and with the run's
+        length (a curve settling over a few hundred steps of a million-step run puts its mid-point late).
+        """
+        if spike.axis == "epoch":
+            return epochs
+        x = self.series(spike).x
+        spacing = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
+        span = float(x[-1] - x[0]) if len(x) > 1 else 0.0
+        return max(25.0 * epochs, epochs * spacing, 0.001 * epochs * span)
 
     def changes_near(self, spike: Spike, before: float | None = None, after: float = 1) -> list[LrChange]:
         """LR changes on the spike's axis from ``before`` units before to ``after`` units after its start."""
-        before = self.radius(spike.axis) if before is None else before
+        before = self.radius(spike) if before is None else before
         start = self.start(spike)
         return [c for c in self.lr_changes if c.axis == spike.axis and start - before <= c.at <= start + after]
 
@@ -59,13 +69,13 @@ class Context:
         finite = s.x[np.isfinite(s.y)]
         return float(finite[min(spike.start_index, len(finite) - 1)])
 
-    def partners(self, spike: Spike, radius: float = 1) -> list[Spike]:
+    def partners(self, spike: Spike, epochs: float = 1.0) -> list[Spike]:
         """Spikes in other metrics at (nearly) the same position on the same axis."""
         return [o for o in self.spikes if o is not spike and o.axis == spike.axis and o.metric != spike.metric
-                and abs(self.start(o) - self.start(spike)) <= radius]
+                and abs(self.start(o) - self.start(spike)) <= max(self.radius(spike, epochs), self.radius(o, epochs))]
 
     def events_near(self, spike: Spike, kinds: tuple[str, ...], radius: float | None = None):
-        radius = self.radius(spike.axis) if radius is None else radius
+        radius = self.radius(spike) if radius is None else radius
         start = self.start(spike)
         return [e for e in self.run.events if e.kind in kinds and e.axis == spike.axis and abs(e.at - start) <= radius]
 

@@ -27,13 +27,14 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
     ev = [f"{where}: learning rate {verb} {fmt(change.before)} -> {fmt(change.after)} (x{fmt(change.factor)}) at "
           f"{unit} {fmt(change.at)}; {spike.metric} {'rose' if spike.direction == 'up' else 'fell'} "
           f"{fmt(spike.before)} -> {fmt(spike.after)} starting at {unit} {fmt(start)}"]
-    conf = 0.62 if lag == 0 else (0.5 if 0 < lag <= 1 else 0.35)
+    one = ctx.radius(spike, epochs=1)  # "the next epoch", in the spike's own axis units
+    conf = 0.62 if lag == 0 else (0.5 if 0 < lag <= one else 0.35)
     if _expected_direction(spike, change.kind, ctx):
         conf += 0.1
     else:
         conf -= 0.25
         ev.append(f"the jump goes the opposite way from what a {change.kind} usually does")
-    partners = [p for p in ctx.partners(spike) if abs(ctx.start(p) - change.at) <= 1]
+    partners = [p for p in ctx.partners(spike) if abs(ctx.start(p) - change.at) <= ctx.radius(p, epochs=1)]
     if partners:
         conf += 0.12
         names = ", ".join(sorted({p.metric for p in partners})[:3])

@@ -7,7 +7,7 @@ from ..cause import Cause, Context, fmt
 
 
 def assess(spike: Spike, ctx: Context) -> Cause | None:
-    radius = 3 if spike.axis == "epoch" else 200
+    radius = ctx.radius(spike, epochs=3)
     near = [c for c in ctx.changes_near(spike, before=radius, after=radius) if c.kind == "warmup_end"]
     if not near:
         return None

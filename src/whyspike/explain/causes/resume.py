@@ -8,7 +8,7 @@ from ..cause import Cause, Context, fmt
 
 def assess(spike: Spike, ctx: Context) -> Cause | None:
     unit = ctx.unit(spike.axis)
-    radius = 2 if spike.axis == "epoch" else 100
+    radius = ctx.radius(spike, epochs=2)
     rewinds = ctx.events_near(spike, ("step_rewind",), radius)
     gaps = ctx.events_near(spike, ("wall_gap", "run_start"), radius)
     resets = [c for c in ctx.changes_near(spike, before=radius, after=radius) if c.kind == "restart"]

@@ -10,13 +10,14 @@ from ..cause import Cause, Context, fmt
 
 def assess(spike: Spike, ctx: Context) -> Cause | None:
     unit = ctx.unit(spike.axis)
-    near_lr = ctx.changes_near(spike, before=3 if spike.axis == "epoch" else 300, after=3 if spike.axis == "epoch" else 300)
-    near_ev = ctx.events_near(spike, ("step_rewind", "wall_gap", "run_start"))
+    r = ctx.radius(spike, epochs=3)
+    near_lr = ctx.changes_near(spike, before=r, after=r)
+    near_ev = ctx.events_near(spike, ("step_rewind", "wall_gap", "run_start"), r)
     if near_lr or near_ev:
         return Cause("stochastic", 0.05, ["a logged event sits near the jump, which makes chance the weaker reading"],
                      "the jump keeps its position across seeds", "re-run with 3 seeds")
     conf = 0.35 if spike.shape == "transient" else 0.25
-    ev = [f"no learning-rate change, resume or other logged event within 3 {unit}s of {fmt(spike.at)}"]
+    ev = [f"no learning-rate change, resume or other logged event within {fmt(r)} {unit}s of {fmt(spike.at)}"]
     if spike.significance < 8:
         conf += 0.1
         ev.append(f"the change is {spike.significance:.1f}x its noise: real, but of the size chance swings reach in "
