@@ -1,0 +1,90 @@
+"""Live explanation: one line in the training output when a significant jump appears, the verdict at the end."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from ..diagnosis import Diagnosis, diagnose
+from ..explain.cause import fmt
+from ..run import Run, Source
+from .store import RunWriter
+
+MIN_EPOCHS = 8  # fewer points cannot show a significant change against their own noise
+
+
+class LiveExplainer:
+    """Re-diagnoses the epoch-level series at each epoch end; prints only what is new."""
+
+    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False):
+        self.writer = writer
+        self.out = out or sys.stdout
+        self.quiet = quiet
+        self.reported: set[tuple[str, float]] = set()
+
+    def _epoch_run(self) -> Run:
+        import pyarrow as pa
+
+        from ..importers.whyspike_run import add_table
+
+        rows = self.writer.epoch_rows
+        keys: dict[str, None] = {}
+        for r in rows:
+            keys.update(dict.fromkeys(r))
+        table = pa.table({k: pa.array([r.get(k) for r in rows], type=pa.float64()) for k in keys})
+        run = Run(Source(str(self.writer.path), "whyspike-run"))
+        add_table(run, table, "epoch", "epoch", "")
+        for k in ("steps_per_epoch", "batch_size", "eval_size", "has_batchnorm", "optimizer"):
+            if self.writer.meta.get(k) is not None:
+                setattr(run.setup, k, self.writer.meta[k])
+        return run
+
+    def epoch_end(self) -> list[str]:
+        """Lines for the jumps that became significant with this epoch (also printed unless quiet)."""
+        if len(self.writer.epoch_rows) < MIN_EPOCHS:
+            return []
+        try:
+            d = diagnose(self._epoch_run())
+        except Exception as exc:  # never break training; say why once
+            return self._say([f"whyspike: live diagnosis skipped ({type(exc).__name__}: {exc})"], once=True)
+        lines = []
+        for s in d.spikes:
+            key = (s.metric, float(s.at))
+            if key in self.reported:
+                continue
+            self.reported.add(key)
+            self.writer.pin(int(s.at))
+            c = s.causes[0]
+            lines.append(f"whyspike: {s.metric} {s.direction} {fmt(s.before)} -> {fmt(s.after)} at epoch "
+                         f"{fmt(s.at)} ({s.significance:.1f}x noise) — likely {c.id} ({c.confidence:.0%})")
+        return self._say(lines)
+
+    def _say(self, lines: list[str], once: bool = False) -> list[str]:
+        if once:
+            if getattr(self, "_said_once", False):
+                return []
+            self._said_once = True
+        if not self.quiet:
+            for line in lines:
+                print(line, file=self.out, flush=True)
+        return lines
+
+    def final(self, console=None) -> Diagnosis | None:
+        """Flush, diagnose the whole run directory and print the verdict (None if nothing could be read)."""
+        from ..errors import WhyspikeError
+        from ..importers import load_run
+        from ..outputs import render_text
+
+        self.writer.close()
+        try:
+            d = diagnose(load_run(self.writer.path))
+        except WhyspikeError as exc:
+            print(f"whyspike: no diagnosis: {exc}", file=self.out)
+            return None
+        if not self.quiet:
+            from rich.console import Console
+
+            render_text(d, console or Console(file=self.out))
+            print(f"whyspike: run recorded in {self.writer.path} — `whyspike diagnose {self.writer.path}` "
+                  "to see it again", file=self.out)
+        return d

@@ -1,0 +1,249 @@
+"""The run directory every recorder writes and ``whyspike diagnose`` reads (format id ``whyspike-run``).
+
+Layout (schema ``whyspike/run-v1``)::
+
+    RUN_DIR/
+      meta.json                 facts written once or rarely (replaced atomically): optimizer and schedule config,
+                                steps per epoch, dataset/batch sizes, model facts, framework versions, seeds
+      steps/part-00000.parquet  per-step rows: step, epoch, wall_time, lr, loss, grad_norm, ... (one file per flush)
+      epochs/part-00000.parquet per-epoch rows: epoch, wall_time, val_accuracy, train_eval_accuracy, weight_norm, ...
+      examples/<name>-e0003.npy per-example correctness on the eval set at an epoch (bool, for McNemar tests)
+      checkpoints/epoch-0003/   model + optimizer state, in the recorder's safe format (no pickle)
+
+Crash safety: every file is written under a temporary name and renamed into place, so a ``kill -9`` loses at most
+the rows buffered since the last flush and a reader never sees half a file. Parts accumulate one per flush; when
+more than ``COMPACT_AT`` exist they are merged into one (a crash mid-merge leaves duplicate rows, which readers
+drop: the last value of a step wins). Growth: one float64 column costs ~8 bytes a row before compression, so the
+default tier (about 8 columns) grows by roughly 30-60 MB per million steps on disk.
+
+If the disk fills up or the directory becomes unwritable, the writer says so once on stderr, stops writing and
+never raises into the training loop; what was flushed before stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "whyspike/run-v1"
+COMPACT_AT = 64
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _scalar(v: Any) -> float | None:
+    """A plain float from a Python/numpy/0-d tensor value (None when it is not a number)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class _Table:
+    """Rows buffered in memory, flushed as one Parquet part per flush."""
+
+    def __init__(self, folder: Path, key: str):
+        self.folder = folder
+        self.key = key
+        self.rows: list[dict[str, float]] = []
+        existing = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+        self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols: dict[str, list] = {}
+        for r in self.rows:
+            for k in r:
+                cols.setdefault(k, None)
+        table = pa.table({k: pa.array([r.get(k) for r in self.rows], type=pa.float64()) for k in cols})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"part-{self.next_part:05d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        self.next_part += 1
+        self.rows = []
+        if self.next_part % COMPACT_AT == 0:
+            self._compact()
+
+    def _compact(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = sorted(self.folder.glob("part-*.parquet"))
+        if len(parts) < 2:
+            return
+        merged = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+        path = self.folder / f"part-{self.next_part:05d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(merged, tmp)
+        os.replace(tmp, path)  # from here the merged part holds everything; the old parts are duplicates
+        self.next_part += 1
+        for p in parts:
+            p.unlink(missing_ok=True)
+
+
+class RunWriter:
+    """Buffered, crash-safe writer of one run directory.
+
+        >>> import tempfile
+        >>> w = RunWriter(tempfile.mkdtemp())
+        >>> w.step(0, loss=2.3, lr=0.1); w.epoch(0, val_accuracy=0.5); w.close()
+    """
+
+    def __init__(self, path: str | os.PathLike, *, flush_rows: int = 2000, flush_seconds: float = 10.0,
+                 keep_checkpoints: int = 3):
+        self.path = Path(path)
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.keep_checkpoints = keep_checkpoints
+        self.broken: str | None = None  # why writing stopped, once it has
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._pinned: set[int] = set()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            self._fail(f"cannot write the run directory {self.path} ({exc.strerror or exc})")
+        self._steps = _Table(self.path / "steps", "step")
+        self._epochs = _Table(self.path / "epochs", "epoch")
+        self.meta: dict[str, Any] = {"schema": SCHEMA}
+        meta_path = self.path / "meta.json"
+        if meta_path.exists():
+            try:
+                self.meta.update(json.loads(meta_path.read_text()))
+            except (OSError, ValueError):
+                pass
+        self.epoch_rows: list[dict[str, float]] = []  # every epoch row, kept for live explanation
+
+    # -- failure handling: training must never break because of the recorder
+    def _fail(self, why: str) -> None:
+        if self.broken is None:
+            self.broken = why
+            print(f"whyspike: recording stopped: {why}; training continues, what was saved so far stays "
+                  f"readable in {self.path}", file=sys.stderr)
+
+    def _guard(self, fn, *args) -> None:
+        if self.broken is not None:
+            return
+        try:
+            fn(*args)
+        except OSError as exc:
+            self._fail(f"{exc.strerror or exc} while writing {self.path}")
+
+    # -- data
+    def write_meta(self, **facts: Any) -> None:
+        """Merge ``facts`` (JSON-serialisable) into meta.json and write it at once."""
+        self.meta.update(facts)
+        data = json.dumps(self.meta, indent=2, default=str, allow_nan=True).encode()
+        self._guard(_atomic_write_bytes, self.path / "meta.json", data)
+
+    def step(self, step: int, **values: Any) -> None:
+        row = {"step": float(step), "wall_time": time.time()}
+        row.update({k: f for k, v in values.items() if (f := _scalar(v)) is not None})
+        with self._lock:
+            self._steps.add(row)
+            if len(self._steps.rows) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+                self._flush_locked()
+
+    def epoch(self, epoch: int, **values: Any) -> None:
+        row = {"epoch": float(epoch), "wall_time": time.time()}
+        row.update({k: f for k, v in values.items() if (f := _scalar(v)) is not None})
+        with self._lock:
+            self._epochs.add(row)
+            self.epoch_rows.append(row)
+            self._flush_locked()  # epochs are rare and are what live explanation reads: write them now
+
+    def examples(self, epoch: int, name: str, correct) -> None:
+        """Per-example correctness on an eval set at ``epoch`` (a bool vector), for McNemar tests."""
+        arr = np.asarray(correct, dtype=bool)
+
+        def write() -> None:
+            folder = self.path / "examples"
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{name}-e{int(epoch):04d}.npy"
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            os.replace(tmp, path)
+
+        self._guard(write)
+
+    # -- checkpoints: a ring buffer of the last K epochs, plus pinned ones (around spikes)
+    def checkpoint_dir(self, epoch: int) -> Path | None:
+        """A fresh directory for the checkpoint of ``epoch`` (None once writing has stopped)."""
+        if self.broken is not None:
+            return None
+        d = self.path / "checkpoints" / f"epoch-{int(epoch):04d}.tmp"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._fail(f"{exc.strerror or exc} while writing a checkpoint")
+            return None
+        return d
+
+    def commit_checkpoint(self, epoch: int) -> None:
+        """Publish the checkpoint written into ``checkpoint_dir(epoch)`` and drop old unpinned ones."""
+        def commit() -> None:
+            root = self.path / "checkpoints"
+            src = root / f"epoch-{int(epoch):04d}.tmp"
+            dst = root / f"epoch-{int(epoch):04d}"
+            if dst.exists():
+                _rmtree(dst)
+            os.replace(src, dst)
+            done = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+            keep = {p.name for p in done[-self.keep_checkpoints:]} | {f"epoch-{e:04d}" for e in self._pinned}
+            for p in done:
+                if p.name not in keep:
+                    _rmtree(p)
+
+        self._guard(commit)
+
+    def pin(self, epoch: int) -> None:
+        """Keep the checkpoints of ``epoch`` (and the one before) whatever the ring buffer's size."""
+        self._pinned.update({int(epoch), int(epoch) - 1})
+
+    # -- flushing
+    def _flush_locked(self) -> None:
+        self._guard(self._steps.flush)
+        self._guard(self._epochs.flush)
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
