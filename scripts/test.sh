@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# the CPU build of PyTorch that lies on this project's machines; a plain `torch` would pull a multi-GB CUDA build
+.venv/bin/python -m pip install --quiet "torch==${WHYSPIKE_TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 # pytest exits 5 when it collects nothing: that is a failure here, as is any other non-zero code
 .venv/bin/python -m pytest -q "$@"

@@ -141,6 +141,8 @@ class RunWriter:
             except (OSError, ValueError):
                 pass
         self.epoch_rows: list[dict[str, float]] = []  # every epoch row, kept for live explanation
+        self.meta.setdefault("created", time.time())
+        self.write_meta()  # the directory is recognisable (and readable) from the first moment
 
     # -- failure handling: training must never break because of the recorder
     def _fail(self, why: str) -> None:

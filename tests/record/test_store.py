@@ -1,0 +1,148 @@
+"""The run directory: crash-safe, readable while written, bounded, and never breaking the training loop."""
+
+import errno
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import whyspike
+from whyspike.diagnosis import diagnose
+from whyspike.record import store
+from whyspike.record.live import LiveExplainer
+from whyspike.record.store import RunWriter
+
+
+def _fill(w, epochs=40, spe=8, drop_at=25, seed=0):
+    rng = np.random.default_rng(seed)
+    for e in range(epochs):
+        lr = 0.1 if e < drop_at else 0.01
+        for s in range(spe):
+            w.step(e * spe + s, loss=1.0 / (1 + e) + 0.01 * rng.standard_normal(), lr=lr)
+        w.epoch(e, val_accuracy=0.6 + 0.004 * rng.standard_normal() + (0.1 if e >= drop_at else 0), lr=lr)
+
+
+def test_round_trip_values_and_setup(tmp_path):
+    w = RunWriter(tmp_path / "run", flush_rows=7)
+    w.write_meta(optimizer="SGD", steps_per_epoch=8, batch_size=32, has_batchnorm=False,
+                 lr_schedule={"class_name": "MultiStepLR", "milestones": [25]})
+    _fill(w)
+    w.close()
+    run = whyspike.load_run(tmp_path / "run")
+    assert run.source.format == "whyspike-run"
+    loss = run.series["step/loss"]
+    assert len(loss) == 320 and loss.axis == "step" and loss.x[-1] == 319
+    assert run.series["val_accuracy"].axis == "epoch" and len(run.series["val_accuracy"]) == 40
+    assert run.setup.optimizer == "SGD" and run.setup.steps_per_epoch == 8 and run.setup.has_batchnorm is False
+    d = diagnose(run)
+    top = [s for s in d.spikes if s.metric == "val_accuracy"][0]
+    assert top.at == 25 and top.causes[0].id == "lr_schedule"
+
+
+def test_a_half_written_part_never_breaks_reading(tmp_path):
+    w = RunWriter(tmp_path / "run", flush_rows=10)
+    _fill(w, epochs=12)
+    w.flush()
+    # what a kill -9 in the middle of a flush leaves behind: a temporary file, never a renamed partial part
+    (tmp_path / "run" / "steps" / "part-99999.parquet.tmp").write_bytes(b"PAR1\x00\x00garbage")
+    (tmp_path / "run" / "meta.json.tmp").write_text("{")
+    run = whyspike.load_run(tmp_path / "run")
+    assert len(run.series["step/loss"]) == 96
+
+
+def test_rows_since_the_last_flush_are_all_that_a_crash_loses(tmp_path):
+    w = RunWriter(tmp_path / "run", flush_rows=50, flush_seconds=1e9)
+    w.write_meta(steps_per_epoch=10)
+    for s in range(120):
+        w.step(s, loss=1.0)
+    # no close(): the writer is abandoned as a killed process would leave it
+    run = whyspike.load_run(tmp_path / "run")
+    assert len(run.series["step/loss"]) == 100
+
+
+def test_compaction_bounds_the_number_of_files_and_keeps_every_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "COMPACT_AT", 8)
+    w = RunWriter(tmp_path / "run", flush_rows=5)
+    for s in range(200):
+        w.step(s, loss=float(s))
+    w.close()
+    parts = list((tmp_path / "run" / "steps").glob("part-*.parquet"))
+    assert len(parts) < 8
+    run = whyspike.load_run(tmp_path / "run", format="whyspike-run")
+    np.testing.assert_array_equal(run.series["step/loss"].y, np.arange(200.0))
+
+
+def test_disk_full_stops_recording_without_raising(tmp_path, monkeypatch, capsys):
+    w = RunWriter(tmp_path / "run", flush_rows=10)
+    for s in range(30):
+        w.step(s, loss=1.0)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pq, "write_table", full)
+    for s in range(30, 60):
+        w.step(s, loss=1.0)  # must not raise
+    w.epoch(0, val_accuracy=0.5)
+    w.close()
+    err = capsys.readouterr().err
+    assert err.count("recording stopped") == 1 and "No space left" in err
+    monkeypatch.undo()
+    run = whyspike.load_run(tmp_path / "run", format="whyspike-run")
+    assert len(run.series["step/loss"]) == 30  # what was flushed before stays readable
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_directory_is_reported_once(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    w = RunWriter(ro / "run")
+    w.step(0, loss=1.0)
+    w.close()
+    assert capsys.readouterr().err.count("recording stopped") == 1
+
+
+def test_unwritable_path_is_reported_once(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    w = RunWriter(blocker / "run")  # a path below a file can never be created, even as root
+    w.step(0, loss=1.0)
+    w.epoch(0, val_accuracy=0.5)
+    w.close()
+    assert capsys.readouterr().err.count("recording stopped") == 1
+
+
+def test_checkpoint_ring_buffer_keeps_last_k_and_pinned(tmp_path):
+    w = RunWriter(tmp_path / "run", keep_checkpoints=2)
+    for e in range(8):
+        d = w.checkpoint_dir(e)
+        (d / "weights.npz").write_bytes(b"x")
+        if e == 3:
+            w.pin(3)
+        w.commit_checkpoint(e)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["epoch-0002", "epoch-0003", "epoch-0006", "epoch-0007"]
+
+
+def test_live_explainer_prints_one_line_per_new_jump(tmp_path):
+    import io
+
+    out = io.StringIO()
+    w = RunWriter(tmp_path / "run")
+    live = LiveExplainer(w, out=out)
+    rng = np.random.default_rng(1)
+    for e in range(40):
+        lr = 0.1 if e < 25 else 0.01
+        w.epoch(e, val_accuracy=0.6 + 0.004 * rng.standard_normal() + (0.1 if e >= 25 else 0), lr=lr)
+        live.epoch_end()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("whyspike:")]
+    assert len(lines) == 1
+    assert "val_accuracy up" in lines[0] and "epoch 25" in lines[0] and "lr_schedule" in lines[0]
+    d = live.final()
+    assert d is not None and d.spikes[0].at == 25
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["schema"] == "whyspike/run-v1"
