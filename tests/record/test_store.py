@@ -134,7 +134,7 @@ def test_live_explainer_prints_one_line_per_new_jump(tmp_path):
 
     out = io.StringIO()
     w = RunWriter(tmp_path / "run")
-    live = LiveExplainer(w, out=out)
+    live = LiveExplainer(w, out=out, budget=1.0)  # no training time between epochs here: never skip
     rng = np.random.default_rng(1)
     for e in range(40):
         lr = 0.1 if e < 25 else 0.01
@@ -146,3 +146,23 @@ def test_live_explainer_prints_one_line_per_new_jump(tmp_path):
     d = live.final()
     assert d is not None and d.spikes[0].at == 25
     assert json.loads((tmp_path / "run" / "meta.json").read_text())["schema"] == "whyspike/run-v1"
+
+
+def test_live_explainer_keeps_to_its_time_budget(tmp_path):
+    import io
+    import time
+
+    w = RunWriter(tmp_path / "run")
+    live = LiveExplainer(w, out=io.StringIO(), budget=0.05)
+    rng = np.random.default_rng(2)
+    ran = 0
+    t0 = time.perf_counter()
+    for e in range(60):
+        w.epoch(e, val_accuracy=0.6 + 0.004 * rng.standard_normal())
+        spent = live._spent
+        live.epoch_end()
+        ran += live._spent > spent
+        time.sleep(0.001)  # a 1 ms "epoch" of training
+    wall = time.perf_counter() - t0
+    assert ran < 52  # most epochs were skipped: a diagnosis costs more than 1 ms
+    assert live._spent <= 0.05 * wall + 0.05  # within budget, give or take the last diagnosis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 from ..diagnosis import Diagnosis, diagnose
@@ -14,13 +15,21 @@ MIN_EPOCHS = 8  # fewer points cannot show a significant change against their ow
 
 
 class LiveExplainer:
-    """Re-diagnoses the epoch-level series at each epoch end; prints only what is new."""
+    """Re-diagnoses the epoch-level series at each epoch end; prints only what is new.
 
-    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False):
+    ``budget`` caps the share of wall-clock time spent here: with epochs of a few milliseconds (tiny models) a
+    diagnosis every epoch would cost more than the training, so epochs are skipped until the time spent so far is
+    back under budget; the next diagnosis still reports every jump that appeared meanwhile.
+    """
+
+    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.02):
         self.writer = writer
         self.out = out or sys.stdout
         self.quiet = quiet
+        self.budget = budget
         self.reported: set[tuple[str, float]] = set()
+        self._started = time.perf_counter()
+        self._spent = 0.0
 
     def _epoch_run(self) -> Run:
         import pyarrow as pa
@@ -39,10 +48,19 @@ class LiveExplainer:
                 setattr(run.setup, k, self.writer.meta[k])
         return run
 
-    def epoch_end(self) -> list[str]:
+    def epoch_end(self, force: bool = False) -> list[str]:
         """Lines for the jumps that became significant with this epoch (also printed unless quiet)."""
         if len(self.writer.epoch_rows) < MIN_EPOCHS:
             return []
+        now = time.perf_counter()
+        if not force and self._spent > self.budget * (now - self._started):
+            return []
+        try:
+            return self._explain()
+        finally:
+            self._spent += time.perf_counter() - now
+
+    def _explain(self) -> list[str]:
         try:
             d = diagnose(self._epoch_run())
         except Exception as exc:  # never break training; say why once
