@@ -58,3 +58,8 @@ def test_two_decimal_percent_cifar_accuracies_do_not_fake_an_eval_size(real_logs
 
 def test_momentum_logged_by_lightning_is_not_a_learning_rate():
     assert classify("lr-SGD-momentum").kind == "momentum"
+
+
+def test_adam_betas_are_momentum_in_both_spellings():
+    assert classify("beta1").kind == "momentum"
+    assert classify("step/beta_1").kind == "momentum"

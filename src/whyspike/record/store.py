@@ -8,7 +8,9 @@ Layout (schema ``whyspike/run-v1``)::
       steps/part-00000.parquet  per-step rows: step, epoch, wall_time, lr, loss, grad_norm, ... (one file per flush)
       epochs/part-00000.parquet per-epoch rows: epoch, wall_time, val_accuracy, train_eval_accuracy, weight_norm, ...
       examples/<name>-e0003.npy per-example correctness on the eval set at an epoch (bool, for McNemar tests)
-      checkpoints/epoch-0003/   model + optimizer state, in the recorder's safe format (no pickle)
+      checkpoints/epoch-0003/   model + optimizer state, in the recorder's safe format (no pickle): the newest
+                                ``keep_checkpoints``, those of the last ``hold_epochs`` epochs (a jump is only
+                                confirmed a few epochs later) and those pinned around a detected jump
 
 Crash safety: every file is written under a temporary name and renamed into place, so a ``kill -9`` loses at most
 the rows buffered since the last flush and a reader never sees half a file. Parts accumulate one per flush; when
@@ -115,11 +117,14 @@ class RunWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, flush_rows: int = 2000, flush_seconds: float = 10.0,
-                 keep_checkpoints: int = 3):
+                 keep_checkpoints: int = 3, hold_epochs: int = 8):
         self.path = Path(path)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.keep_checkpoints = keep_checkpoints
+        # a jump is confirmed a few epochs after it happens (detection needs points on both sides): checkpoints
+        # younger than this many epochs are held back from deletion until they can be pinned
+        self.hold_epochs = hold_epochs
         self.broken: str | None = None  # why writing stopped, once it has
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
@@ -130,7 +135,7 @@ class RunWriter:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            self._fail(f"cannot write the run directory {self.path} ({exc.strerror or exc})")
+            self.fail(f"cannot write the run directory {self.path} ({exc.strerror or exc})")
         self._steps = _Table(self.path / "steps", "step")
         self._epochs = _Table(self.path / "epochs", "epoch")
         self.meta: dict[str, Any] = {"schema": SCHEMA}
@@ -145,7 +150,8 @@ class RunWriter:
         self.write_meta()  # the directory is recognisable (and readable) from the first moment
 
     # -- failure handling: training must never break because of the recorder
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
+        """Stop writing (said once on stderr); recorders call this for their own I/O errors too."""
         if self.broken is None:
             self.broken = why
             print(f"whyspike: recording stopped: {why}; training continues, what was saved so far stays "
@@ -157,7 +163,7 @@ class RunWriter:
         try:
             fn(*args)
         except OSError as exc:
-            self._fail(f"{exc.strerror or exc} while writing {self.path}")
+            self.fail(f"{exc.strerror or exc} while writing {self.path}")
 
     # -- data
     def write_meta(self, **facts: Any) -> None:
@@ -206,7 +212,7 @@ class RunWriter:
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            self._fail(f"{exc.strerror or exc} while writing a checkpoint")
+            self.fail(f"{exc.strerror or exc} while writing a checkpoint")
             return None
         return d
 
@@ -221,8 +227,10 @@ class RunWriter:
             os.replace(src, dst)
             done = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
             keep = {p.name for p in done[-self.keep_checkpoints:]} | {f"epoch-{e:04d}" for e in self._pinned}
+            newest = int(epoch)
             for p in done:
-                if p.name not in keep:
+                held = newest - int(p.name.split("-")[1]) < self.hold_epochs
+                if p.name not in keep and not held:
                     _rmtree(p)
 
         self._guard(commit)

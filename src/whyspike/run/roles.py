@@ -65,7 +65,7 @@ def classify(name: str, values: np.ndarray | None = None) -> Role:
     tset = set(toks)
     joined = "_".join(toks)
     split = _split_of(toks)
-    if tset & {"momentum", "beta1", "betas"}:  # before lr: Lightning logs "lr-SGD-momentum"
+    if tset & {"momentum", "beta1", "betas"} or "beta_1" in joined:  # before lr: Lightning logs "lr-SGD-momentum"
         return Role("momentum", split, None)
     if tset & {"lr", "learning"} or "learning_rate" in joined or "learningrate" in tset:
         return Role("lr", split, None)
