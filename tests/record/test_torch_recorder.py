@@ -298,6 +298,7 @@ def test_checkpoints_reload_with_weights_only_and_reproduce(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)
     rec = Recorder(opt, model, tmp_path, scheduler=sched, live=False, checkpoints=2)
+    rec.writer.hold_epochs = 0  # the plain ring: the newest 2 (holding for late detections is tested in test_store)
     for epoch in range(4):
         for xb, yb in batches(x, y, 32, seed=epoch):
             opt.zero_grad()
