@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from .detect import Spike, detect_spikes
 from .errors import UsageError
@@ -16,7 +18,7 @@ from .explain import explain
 from .explain.findings import Finding
 from .explain.lr import lr_changes
 from .explain.missing import MissingSignal
-from .run import Run
+from .run import Run, Series
 
 SCHEMA = "whyspike/diagnosis-v1"
 
@@ -61,6 +63,30 @@ def _spike_dict(s: Spike) -> dict:
     return d
 
 
+def _lr_still_matters(run: Run, change) -> bool:
+    """An LR change below 1e-4 of the run's peak LR moves nothing: it is no reason to look for a jump there."""
+    lr = run.learning_rate(change.axis)
+    if lr is None or change.series == "config":
+        return True
+    peak = float(np.nanmax(lr.y)) if len(lr) else 0.0
+    return peak <= 0 or max(change.before, change.after) >= 1e-4 * peak
+
+
+def _full_batches(run: Run, s: Series) -> Series:
+    """The series without its points from short batches (an epoch's last, smaller batch), when batch sizes are
+    logged: a batch of 8 after batches of 32 is twice as noisy and would be scored as if it were not."""
+    samples = run.series.get("step/samples") if s.axis == "step" else None
+    if samples is None or s.name == samples.name:
+        return s
+    n = dict(zip(samples.x.tolist(), samples.y.tolist()))
+    sizes = np.array([n.get(x, np.nan) for x in s.x.tolist()])
+    full = np.nanmedian(sizes) if np.isfinite(sizes).any() else np.nan
+    keep = ~(sizes < 0.5 * full)
+    if keep.all():
+        return s
+    return replace(s, x=s.x[keep], y=s.y[keep], wall_time=None if s.wall_time is None else s.wall_time[keep])
+
+
 def diagnose(run: Run, metric: str | None = None) -> Diagnosis:
     """Detect and explain the jumps in ``run`` (every accuracy/loss series, or only ``metric``)."""
     if metric is not None:
@@ -70,12 +96,12 @@ def diagnose(run: Run, metric: str | None = None) -> Diagnosis:
         targets = [run.series[metric]]
     else:
         targets = run.metric_series
-    changes = lr_changes(run)
+    changes = [c for c in lr_changes(run) if _lr_still_matters(run, c)]
     rewinds = [e for e in run.events if e.kind in ("step_rewind", "wall_gap", "run_start")]
     spikes: list[Spike] = []
     for s in targets:
         hints = [c.at for c in changes if c.axis == s.axis] + [e.at for e in rewinds if e.axis == s.axis]
-        spikes.extend(detect_spikes(s, eval_size=run.setup.eval_size, hints=hints))
+        spikes.extend(detect_spikes(_full_batches(run, s), eval_size=run.setup.eval_size, hints=hints))
     spikes.sort(key=lambda s: -s.significance)
     findings, missing = explain(run, spikes)
     return Diagnosis(run, spikes, findings, missing, [s.name for s in targets])

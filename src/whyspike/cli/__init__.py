@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from ..errors import WhyspikeError
 from .diagnose import diagnose_cmd
+from .run import run_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(diagnose_cmd)
+cli.add_command(run_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

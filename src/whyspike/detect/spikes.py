@@ -181,7 +181,10 @@ def detect_spikes(
     centres = np.unique(np.clip(np.searchsorted(x, hint_at), 0, n - 1)) if len(hint_at) else np.empty(0, dtype=int)
     for i in centres:
         hint_idx.update(j for j in (i - 1, i, i + 1) if 0 <= j < n)
-    zmin = min(thr, EVENT_THRESHOLD) if hint_idx else thr
+    # an event-locked test needs no look-elsewhere correction only while the events are few: an LR decaying
+    # every 10 steps makes every 10th step an "event", and those many tests need the correction again
+    thr_event = EVENT_THRESHOLD if len(centres) <= 3 else max(EVENT_THRESHOLD, default_threshold(3 * len(centres)))
+    zmin = min(thr, thr_event) if hint_idx else thr
     cands = _candidates(y, floor, zmin)
     cands.sort(key=lambda c: -c.z)
     c0 = np.concatenate(([0.0], np.cumsum(y)))
@@ -196,7 +199,7 @@ def detect_spikes(
                 if abs(j - c.t) <= c.w // 2:
                     c.t = j
         locked = c.t in hint_idx
-        if c.z < thr and not locked:
+        if c.z < thr and not (locked and c.z >= thr_event):
             continue
         if any(c.touches(a) or a.t == c.t for a in accepted):
             continue

@@ -17,8 +17,11 @@ def explain_spike(spike: Spike, ctx: Context) -> list[Cause]:
     causes = [c for m in MODULES if (c := m.assess(spike, ctx)) is not None and c.confidence >= MIN_CONFIDENCE]
     causes.sort(key=lambda c: -c.confidence)
     if not causes or causes[0].confidence < 0.3:
-        causes.append(Cause("unknown", 0.2, ["no cause family fits the evidence in this log well"],
-                            "—", "record the run with a whyspike recorder to log LR, gradient norms and BN statistics"))
+        recorded = ctx.run.source.format == "whyspike-run"
+        causes.append(Cause("unknown", 0.2, ["no cause family fits the evidence in this log well"], "—",
+                            "re-record with --detailed (train-set eval, PreciseBN, per-example correctness)"
+                            if recorded else
+                            "record the run with a whyspike recorder to log LR, gradient norms and BN statistics"))
         causes.sort(key=lambda c: -c.confidence)
     return causes
 

@@ -28,7 +28,8 @@ class Finding:
 def lr_vanished(ctx: Context) -> list[Finding]:
     """The LR fell so low that later updates are numerically nil: training effectively stopped."""
     out = []
-    for lr in ctx.run.find(kind="lr"):
+    # epoch-level first: "stopped after epoch 1" is what a person reads, even when the LR is logged per step too
+    for lr in sorted(ctx.run.find(kind="lr"), key=lambda s: s.axis != "epoch"):
         ok = np.isfinite(lr.y) & (lr.y >= 0)
         x, y = lr.x[ok], lr.y[ok]
         if len(y) < 3 or y[0] <= 0 or y.min() > 1e-4 * y[0]:

@@ -31,9 +31,13 @@ def missing_signals(run: Run) -> list[MissingSignal]:
     if not run.find(split="train", kind="accuracy") and not run.find(split="train", kind="loss"):
         out.append(MissingSignal("train metric", "needed to tell optimizer events (train and val move together) from "
                                  "eval-path effects", "log the training loss each epoch or step"))
+    recorded = run.source.format == "whyspike-run"
     if not run.find(kind="grad_norm"):
         out.append(MissingSignal("gradient norm", "separates instability (norm spikes before the loss) from noise",
-                                 "log the global gradient norm before clipping each step (HF Trainer logs grad_norm)"))
+                                 "record with --detailed (Keras on the torch backend) or the PyTorch recorder"
+                                 if recorded else
+                                 "log the global gradient norm before clipping each step (HF Trainer logs grad_norm), "
+                                 "or record the run with a whyspike recorder"))
     if st.eval_size is None and run.find(kind="accuracy", split="val"):
         out.append(MissingSignal("eval-set size", "sets the binomial noise floor of validation accuracy",
                                  "log accuracies unrounded, or pass the size to the recorder"))

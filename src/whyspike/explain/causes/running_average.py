@@ -9,18 +9,24 @@ from ..cause import Cause, Context, fmt
 
 
 def first_epoch_gap(ctx: Context, kind: str = "accuracy") -> tuple[str, str, float, float] | None:
-    """(train name, val name, train[0], val[0]) when the first train value sits far on the bad side of val."""
-    for tr in ctx.run.find(kind=kind, split="train", axis="epoch"):
-        for va in ctx.run.find(kind=kind, split="val", axis="epoch"):
-            if len(tr) < 2 or len(va) < 1 or tr.x[0] != va.x[0]:
-                continue
-            t0, v0 = float(tr.y[0]), float(va.y[0])
-            if not (np.isfinite(t0) and np.isfinite(v0)):
-                continue
-            scale = tr.role.scale if kind == "accuracy" else max(abs(v0), 1e-12)
-            worse = (v0 - t0) if kind == "accuracy" else (t0 - v0)
-            if worse > 0.1 * scale:
-                return tr.name, va.name, t0, v0
+    """(train name, val name, train[0], val[0]) when the first train value sits far on the bad side of val.
+
+    Only the metric as the training loop reports it (``accuracy``, not ``train_eval_accuracy``) against its own
+    validation twin (``val_accuracy``, not ``val_precise_bn_accuracy``) when such a pair exists.
+    """
+    trains = [s for s in ctx.run.find(kind=kind, split="train", axis="epoch") if "train_eval" not in s.name]
+    vals = [s for s in ctx.run.find(kind=kind, split="val", axis="epoch") if "precise_bn" not in s.name]
+    twins = [(t, v) for t in trains for v in vals if v.name in (f"val_{t.name}", f"validation/{t.name}")]
+    for tr, va in twins or [(t, v) for t in trains for v in vals]:
+        if len(tr) < 2 or len(va) < 1 or tr.x[0] != va.x[0]:
+            continue
+        t0, v0 = float(tr.y[0]), float(va.y[0])
+        if not (np.isfinite(t0) and np.isfinite(v0)):
+            continue
+        scale = tr.role.scale if kind == "accuracy" else max(abs(v0), 1e-12)
+        worse = (v0 - t0) if kind == "accuracy" else (t0 - v0)
+        if worse > 0.1 * scale:
+            return tr.name, va.name, t0, v0
     return None
 
 
