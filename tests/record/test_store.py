@@ -118,7 +118,7 @@ def test_unwritable_path_is_reported_once(tmp_path, capsys):
 
 
 def test_checkpoint_ring_buffer_keeps_last_k_and_pinned(tmp_path):
-    w = RunWriter(tmp_path / "run", keep_checkpoints=2)
+    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=0)
     for e in range(8):
         d = w.checkpoint_dir(e)
         (d / "weights.npz").write_bytes(b"x")
@@ -166,3 +166,15 @@ def test_live_explainer_keeps_to_its_time_budget(tmp_path):
     wall = time.perf_counter() - t0
     assert ran < 52  # most epochs were skipped: a diagnosis costs more than 1 ms
     assert live._spent <= 0.05 * wall + 0.05  # within budget, give or take the last diagnosis
+
+
+def test_recent_checkpoints_are_held_until_a_late_detection_can_pin_them(tmp_path):
+    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=5)
+    for e in range(12):
+        (w.checkpoint_dir(e) / "weights.npz").write_bytes(b"x")
+        w.commit_checkpoint(e)
+        if e == 9:
+            w.pin(6)  # a jump at 6, confirmed at 9: its checkpoints are still there
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["epoch-0005", "epoch-0006", "epoch-0007", "epoch-0008", "epoch-0009", "epoch-0010",
+                     "epoch-0011"]
