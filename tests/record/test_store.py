@@ -118,7 +118,7 @@ def test_unwritable_path_is_reported_once(tmp_path, capsys):
 
 
 def test_checkpoint_ring_buffer_keeps_last_k_and_pinned(tmp_path):
-    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=0)
+    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=0, checkpoint_budget=1.0)
     for e in range(8):
         d = w.checkpoint_dir(e)
         (d / "weights.npz").write_bytes(b"x")
@@ -169,7 +169,7 @@ def test_live_explainer_keeps_to_its_time_budget(tmp_path):
 
 
 def test_recent_checkpoints_are_held_until_a_late_detection_can_pin_them(tmp_path):
-    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=5)
+    w = RunWriter(tmp_path / "run", keep_checkpoints=2, hold_epochs=5, checkpoint_budget=1.0)
     for e in range(12):
         (w.checkpoint_dir(e) / "weights.npz").write_bytes(b"x")
         w.commit_checkpoint(e)
@@ -178,3 +178,18 @@ def test_recent_checkpoints_are_held_until_a_late_detection_can_pin_them(tmp_pat
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["epoch-0005", "epoch-0006", "epoch-0007", "epoch-0008", "epoch-0009", "epoch-0010",
                      "epoch-0011"]
+
+
+def test_checkpoints_keep_to_their_time_budget(tmp_path):
+    import time
+
+    w = RunWriter(tmp_path / "run", checkpoint_budget=0.05, keep_checkpoints=100, hold_epochs=0)
+    saved = 0
+    for e in range(40):
+        time.sleep(0.002)  # a 2 ms "epoch"
+        d = w.checkpoint_dir(e)
+        if d is not None:
+            (d / "weights.npz").write_bytes(b"x" * 100_000)
+            w.commit_checkpoint(e)
+            saved += 1
+    assert 1 <= saved < 40  # the first always; then only as often as 5% of the time allows

@@ -13,7 +13,8 @@ Layout (schema ``whyspike/run-v1``)::
                                 confirmed a few epochs later) and those pinned around a detected jump
 
 Crash safety: every file is written under a temporary name and renamed into place, so a ``kill -9`` loses at most
-the rows buffered since the last flush and a reader never sees half a file. Parts accumulate one per flush; when
+the rows buffered since the last flush (every ``flush_rows`` steps or ``flush_seconds``, 5 s by default, whichever
+comes first) and a reader never sees half a file. Parts accumulate one per flush; when
 more than ``COMPACT_AT`` exist they are merged into one (a crash mid-merge leaves duplicate rows, which readers
 drop: the last value of a step wins). Growth: one float64 column costs ~8 bytes a row before compression, so the
 default tier (about 8 columns) grows by roughly 30-60 MB per million steps on disk.
@@ -116,8 +117,8 @@ class RunWriter:
         >>> w.step(0, loss=2.3, lr=0.1); w.epoch(0, val_accuracy=0.5); w.close()
     """
 
-    def __init__(self, path: str | os.PathLike, *, flush_rows: int = 2000, flush_seconds: float = 10.0,
-                 keep_checkpoints: int = 3, hold_epochs: int = 8):
+    def __init__(self, path: str | os.PathLike, *, flush_rows: int = 2000, flush_seconds: float = 5.0,
+                 keep_checkpoints: int = 3, hold_epochs: int = 8, checkpoint_budget: float | None = None):
         self.path = Path(path)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -125,6 +126,14 @@ class RunWriter:
         # a jump is confirmed a few epochs after it happens (detection needs points on both sides): checkpoints
         # younger than this many epochs are held back from deletion until they can be pinned
         self.hold_epochs = hold_epochs
+        # checkpoints may take at most this share of wall-clock time: with epochs of a few milliseconds (tiny
+        # models) one per epoch would cost more than the training, so some epochs are then skipped
+        # (WHYSPIKE_CHECKPOINT_BUDGET=1 turns the budget off: a checkpoint every epoch, whatever it costs)
+        self.checkpoint_budget = checkpoint_budget if checkpoint_budget is not None else \
+            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.05"))
+        self._started = time.perf_counter()
+        self._ckpt_spent = 0.0
+        self._ckpt_began: float | None = None
         self.broken: str | None = None  # why writing stopped, once it has
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
@@ -185,8 +194,11 @@ class RunWriter:
         row.update({k: f for k, v in values.items() if (f := _scalar(v)) is not None})
         with self._lock:
             self._epochs.add(row)
-            self.epoch_rows.append(row)
-            self._flush_locked()  # epochs are rare and are what live explanation reads: write them now
+            self.epoch_rows.append(row)  # live explanation reads these, not the files
+            # written with the next flush (every flush_seconds): a file per epoch would cost more than a tiny
+            # model's epoch
+            if time.monotonic() - self._last_flush > self.flush_seconds:
+                self._flush_locked()
 
     def examples(self, epoch: int, name: str, correct) -> None:
         """Per-example correctness on an eval set at ``epoch`` (a bool vector), for McNemar tests."""
@@ -208,6 +220,10 @@ class RunWriter:
         """A fresh directory for the checkpoint of ``epoch`` (None once writing has stopped)."""
         if self.broken is not None:
             return None
+        now = time.perf_counter()
+        if self._ckpt_spent > self.checkpoint_budget * (now - self._started):
+            return None  # over the time budget: skip this epoch's checkpoint
+        self._ckpt_began = now
         d = self.path / "checkpoints" / f"epoch-{int(epoch):04d}.tmp"
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -234,6 +250,9 @@ class RunWriter:
                     _rmtree(p)
 
         self._guard(commit)
+        if self._ckpt_began is not None:
+            self._ckpt_spent += time.perf_counter() - self._ckpt_began
+            self._ckpt_began = None
 
     def pin(self, epoch: int) -> None:
         """Keep the checkpoints of ``epoch`` (and the one before) whatever the ring buffer's size."""
