@@ -661,6 +661,38 @@ def test_global_hooks_follow_a_second_model_and_unscale_gradscaler_losses(tmp_pa
 
 
 @pytest.mark.parametrize("mode", ["recorder", "global"])
+def test_without_a_closure_gradients_are_read_before_the_update(tmp_path, mode):
+    """An optimizer that consumes its gradients while stepping (zeroes them in place) still has their norm recorded:
+    the step pre-hook reads them (the hooks receive the optimizer itself as the first positional argument, which is
+    no closure)."""
+
+    class ConsumingSGD(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            out = super().step(closure)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.grad.zero_()
+            return out
+
+    x, y, _, _ = teacher_data(n=64)
+    model = mlp()
+    opt = ConsumingSGD(model.parameters(), lr=0.1)
+    if mode == "global":
+        handle = install_global_hooks(RunWriter(tmp_path), live=False)
+    else:
+        rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0)
+    norms = []
+    for xb, yb in batches(x, y, 16):
+        F.cross_entropy(model(xb), yb).backward()
+        norms.append(hand_grad_norm(model))
+        opt.step()
+        assert hand_grad_norm(model) == 0
+    handle.close() if mode == "global" else rec.close()
+    np.testing.assert_allclose(read(tmp_path, "step/grad_norm")[1], norms, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["recorder", "global"])
 def test_step_with_a_closure_reads_gradients_and_loss_after_it(tmp_path, mode):
     x, y, _, _ = teacher_data(n=64)
     model = mlp()

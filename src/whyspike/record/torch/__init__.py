@@ -1,0 +1,96 @@
+"""Recorder for hand-written PyTorch loops, and the global hooks behind ``whyspike run``.
+
+One call per step and one per epoch::
+
+    from whyspike.record.torch import Recorder
+
+    rec = Recorder(optimizer, model, run_dir="runs/exp1", scheduler=scheduler)
+    for epoch in range(epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            optimizer.step()
+            rec.step(loss=loss, output=logits, target=y)     # before or after optimizer.step(): both work
+        scheduler.step()
+        rec.epoch_end(val_loss=val_loss, val_accuracy=val_acc)
+    rec.close()                                               # prints the diagnosis
+
+``Recorder(optimizer, model)`` alone, with no ``rec.step`` call, still records through the optimizer's step hooks:
+the learning rate, momentum / betas and weight decay actually applied (parameter group 0; meta.json notes when the
+groups differ) and the global gradient norm before clipping. ``torch.nn.utils.clip_grad_norm_`` is wrapped while a
+recorder is open, so the recorded norm is the one it returns (the pre-clip total norm); without clipping the norm is
+computed in the optimizer's step pre-hook. Call it as ``torch.nn.utils.clip_grad_norm_`` (or ``nn.utils.…``): a
+reference taken with ``from torch.nn.utils import clip_grad_norm_`` *before* the recorder was created is not seen,
+and the norm recorded is then the clipped one.
+
+Step numbering: the step axis counts the optimizer's steps (from 0). ``rec.step()`` attaches its values to the step
+the optimizer is on: to the coming step when called before ``optimizer.step()`` (as detected at the first call),
+to the step just taken when called after it; several calls per optimizer step (gradient accumulation) are averaged.
+Epochs are numbered from 0 (``first_epoch``) in the order of ``rec.epoch_end()`` calls, which matches the
+``last_epoch`` counter of a scheduler stepped once per epoch.
+
+What each tier costs:
+
+- ``default``: per recorded step, on the host, the LR, momentum / betas and weight decay read from parameter group
+  0 as plain Python floats (no tensor op; a tensor LR is copied); on the device, a few small ops and no reduction:
+  one ``torch._foreach_norm`` over the gradients (their per-tensor norms are kept), ``loss.detach()`` and, when
+  ``output``/``target`` are given, ``argmax(-1) == target`` (the vector of hits is kept). Nothing is synchronised
+  with the device per step: every ``flush_every`` steps the drain stacks what the buffered steps kept, computes each
+  step's global gradient norm and hit count with one vectorised op per column, and copies everything to the host in
+  one transfer per device; the rows then go to Parquet (a part per ``RunWriter`` flush). Per epoch: the rows still
+  buffered are drained (one host copy), and one checkpoint of model + optimizer state is written (``checkpoints``
+  newest kept, plus those around detected jumps; the run writer skips epochs to keep them within its time budget).
+- ``detailed`` (opt-in): additionally, every ``detail_every`` steps a copy of all parameters (one model's worth of
+  memory, briefly) to measure the update-to-weight ratio per layer, and the batch's label histogram; per epoch the
+  weight norm per layer, and when ``train_loader`` / ``val_loader`` are given: eval-mode metrics on
+  ``train_eval_batches`` training batches (exposes the running-average artifact), validation metrics plus
+  per-example correctness (one byte per eval example per epoch on disk) and, when the model has BatchNorm, a
+  validation with BatchNorm statistics recomputed on ``bn_batches`` training batches (PreciseBN: a deep copy of the
+  model and ``bn_batches`` extra forward passes per epoch).
+
+Measured, recorder on vs off side by side in one process (hand-written loop calling
+``rec.step(loss=loss, output=logits, target=y)``, one torch thread, torch 2.13 on a 2-core x86 VM, epoch-end
+work excluded; median of 9-25 interleaved rounds, ±2 points of noise on the MLP, ±4 on the CNN; "hooks only" is
+``Recorder(optimizer, model)`` with no ``rec.step`` call):
+
+===========================================  =========  ===========  ===========  ===========  ==========
+step time added                              hooks      default      default      detailed     ops floor
+                                             only       every=1      every=10     every=1      (no recorder)
+===========================================  =========  ===========  ===========  ===========  ==========
+MLP 10-128-10, batch 32 (~125 µs a step)     +20%       +31 to 35%   +8%          +39%         +16 to 18%
+CNN 2 conv + BN, batch 64 (~4.5 ms a step)   +0 to 2%   +1 to 4%     +0 to 1%     +1 to 3%     +1 to 2%
+===========================================  =========  ===========  ===========  ===========  ==========
+
+The last column is the loop computing and keeping the same tensors itself, with no recorder: the floor of any
+recorder of these signals. A micro-step is ~30 small torch ops of ~4 µs each, and the signals add a few of them:
+the gradient norm (``foreach_norm`` over 4 tensors, ~11 µs, 9%), the accuracy (``argmax`` and ``==``, ~8 µs, 6%),
+``loss.detach()`` (~3 µs, 2%). The recorder's own bookkeeping adds ~15 µs (12%): the hooks and rows (~6 µs), the
+drain (~5 µs a row, of which ~3 µs is the Parquet writer's row handling) and garbage collection of the kept tensors.
+So on steps this small, recording every step costs about a third; ``every=10`` keeps the default tier's cost per
+step under 10%.
+The time added is roughly fixed per step (~40 µs here, up to ~100 µs when the step's own work evicts the recorder
+from the caches, more with many parameter tensors), so it falls under 5% once steps take a few milliseconds.
+``epoch_end`` adds a fixed ~0.5-0.9 ms an epoch on the MLP: the drain of the epoch's rows (0.1-0.3 ms), the
+checkpoint (kept to ~5% of wall-clock time by the run writer's budget) and the live explanation (~0.1-0.2 ms);
+that is 10-20% more on its 32-step, 4-ms epochs, and nothing worth counting on epochs of seconds.
+
+Not done, on purpose: computing the accuracy at the drain from kept references to the logits and labels would save
+~5 µs a step on the MLP, but labels and outputs are often rewritten without PyTorch noticing (a reused label buffer
+filled through NumPy, a CUDA graph's static output), which would record wrong accuracies silently.
+
+The recorder never raises into training: a problem is reported once on stderr and recording goes on without the
+signal concerned. NaN losses are recorded as NaN.
+"""
+
+from __future__ import annotations
+
+from ._checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint
+from ._facts import _json_safe, _unwrap_optimizer  # for the Lightning and Hugging Face callbacks
+from ._global_hooks import GlobalHooks, install_global_hooks
+from ._recorder import TIERS, Recorder
+from ._support import new_run_dir
+
+__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "GlobalHooks", "Recorder", "TIERS", "install_global_hooks",
+           "load_checkpoint", "new_run_dir"]

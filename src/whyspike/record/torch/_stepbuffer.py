@@ -1,0 +1,210 @@
+"""Per-step values kept on the device between flushes, then copied to the host and written in one go.
+
+A step's row is a dict of column -> value. Values are Python numbers, 0-d tensors (the loss, a norm), or one of two
+deferred cells whose reduction is left to the drain, where it is done for all the buffered steps at once:
+
+- :class:`NormParts`: the per-tensor gradient norms of one step (``torch._foreach_norm``'s output); the drain
+  stacks those of every buffered step into one ``(steps, tensors)`` matrix and takes the norm of each row;
+- :class:`Count`: a step's vector of correct predictions; the drain stacks them and sums each row.
+
+So the per-step work on the device is one ``foreach_norm``, a ``detach``, one ``argmax`` and one ``==``, with no
+reduction and no synchronisation; every ``flush_every`` steps the drain runs a handful of vectorised ops and copies
+their results to the host in one concatenation and one transfer per device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..store import RunWriter
+from ._support import _t
+
+
+class NormParts:
+    """The per-tensor 2-norms of one step's gradients (a list of 0-d tensors, or one 1-d tensor)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts):
+        self.parts = parts
+
+
+class Count:
+    """A vector of correct predictions (bool) whose number of True is counted at the drain."""
+
+    __slots__ = ("hits",)
+
+    def __init__(self, hits):
+        self.hits = hits
+
+
+def summed(v):
+    """A :class:`Count` reduced now (a 0-d tensor); other values as they are."""
+    return v.hits.sum() if v.__class__ is Count else v
+
+
+class _Sink:
+    """1-d result tensors and the (row, column) each of their elements goes to; :meth:`write` copies them to the
+    host: one concatenation and one transfer per accelerator (float64 where the device has it), each result read
+    as it is on the CPU."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.by_device: dict[Any, tuple[list, list, list]] = {}
+
+    def add(self, values, rows: list, cols: list) -> None:
+        ts, rs, cs = self.by_device.setdefault(values.device, ([], [], []))
+        ts.append(values)
+        rs.extend(rows)
+        cs.extend(cols)
+
+    def write(self) -> None:
+        torch = self.torch
+        for device, (ts, rs, cs) in self.by_device.items():
+            if device.type == "cpu":  # no transfer to save: read each result as it is (fewer ops)
+                flat = [v for t in ts for v in t.tolist()]
+            else:
+                wide = torch.float64 if device.type == "cuda" else torch.float32
+                flat = (ts[0].to(wide) if len(ts) == 1 else torch.cat([t.to(wide) for t in ts])).cpu().tolist()
+            for r, c, v in zip(rs, cs, flat):
+                r[c] = float(v)
+
+
+def _groups(keys: list) -> list[list[int]]:
+    """Indices of equal keys, in order of first appearance."""
+    if all(k == keys[0] for k in keys):
+        return [list(range(len(keys)))]
+    out: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return list(out.values())
+
+
+def _norms(parts: list, rows: list, cols: list, sink: _Sink, torch) -> None:
+    """The global norm of each step from its per-tensor norms: one stack and one norm per shape/device/dtype."""
+    tensor_t = torch.Tensor
+    keys = []
+    for p in parts:
+        first = p if p.__class__ is tensor_t else p[0]
+        keys.append((p.__class__ is tensor_t, len(p), first.device, first.dtype))
+    for idx in _groups(keys):
+        is_vec, n, device, _ = keys[idx[0]]
+        if is_vec:
+            mat = torch.stack([parts[i] for i in idx])
+        else:
+            mat = torch.stack([t for i in idx for t in parts[i]]).view(len(idx), n)
+        wide = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+        sink.add(torch.linalg.vector_norm(mat, dim=1, dtype=wide), [rows[i] for i in idx], [cols[i] for i in idx])
+
+
+def _counts(hits: list, rows: list, cols: list, sink: _Sink, torch) -> None:
+    """The number of hits of each step: one stack and one sum per batch size and device."""
+    for idx in _groups([(h.shape[0], h.device) for h in hits]):
+        sink.add(torch.stack([hits[i] for i in idx]).sum(1), [rows[i] for i in idx], [cols[i] for i in idx])
+
+
+def _scalars(values: list, rows: list, cols: list, sink: _Sink, torch) -> None:
+    """0-d tensors (losses, norms, extra values): one stack per device and dtype."""
+    for idx in _groups([(v.device, v.dtype) for v in values]):
+        sink.add(torch.stack([values[i] for i in idx]), [rows[i] for i in idx], [cols[i] for i in idx])
+
+
+class StepBuffer:
+    """Rows of values per step (tensors until the next drain) and the per-epoch means drawn from them."""
+
+    def __init__(self, writer: RunWriter, flush_every: int, epoch: int = 0):
+        self.writer = writer
+        self.flush_every = flush_every
+        self.epoch = epoch
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.agg: dict[int, dict[str, float]] = {}
+
+    def row(self, step: int) -> dict[str, Any]:
+        row = self.rows.get(step)
+        if row is None:
+            row = self.rows[step] = {"epoch": self.epoch}
+            if len(self.rows) > self.flush_every:
+                self.drain()
+        return row
+
+    def drain(self, everything: bool = False) -> None:
+        """Tensors -> floats -> writer rows (all but the newest step, which may still receive values)."""
+        if not self.rows:
+            return
+        if self.writer.broken:
+            self.rows.clear()  # nothing can be written any more: do not grow in memory
+            return
+        keys = sorted(self.rows)
+        if not everything:
+            keys = keys[:-1]  # the newest step may still receive values
+        rows = [(k, self.rows.pop(k)) for k in keys]
+        self._to_host([r for _, r in rows])
+        self._write(rows)
+
+    @staticmethod
+    def _to_host(rows: list[dict]) -> None:
+        """Replace every tensor and deferred cell of ``rows`` by a float, with a few ops for all of them."""
+        torch = _t()
+        tensor_t = torch.Tensor
+        nr, nc, nv = [], [], []  # NormParts: rows, columns, per-tensor norms
+        cr, cc, cv = [], [], []  # Count
+        pr, pc, pv = [], [], []  # plain tensors
+        for r in rows:
+            for c, v in r.items():
+                cls = v.__class__
+                if cls is float or cls is int:
+                    continue
+                if cls is NormParts:
+                    nr.append(r)
+                    nc.append(c)
+                    nv.append(v.parts)
+                elif cls is Count:
+                    cr.append(r)
+                    cc.append(c)
+                    cv.append(v.hits)
+                elif isinstance(v, tensor_t):
+                    pr.append(r)
+                    pc.append(c)
+                    pv.append(v if v.dim() == 0 else v.reshape(-1)[0])
+        sink = _Sink(torch)
+        if nv:
+            _norms(nv, nr, nc, sink, torch)
+        if cv:
+            _counts(cv, cr, cc, sink, torch)
+        if pv:
+            _scalars(pv, pr, pc, sink, torch)
+        sink.write()
+
+    def _write(self, rows: list[tuple[int, dict]]) -> None:
+        agg_all, step = self.agg, self.writer.step
+        for k, r in rows:
+            n = r.pop("_n_loss", 1)
+            if n > 1 and "loss" in r:
+                r["loss"] = r["loss"] / n
+            n = r.pop("_accuracy_n", None)
+            if n is not None and "accuracy" in r:
+                r["accuracy"] = r["accuracy"] / n if n else math.nan
+            agg = agg_all.get(r["epoch"])
+            if agg is None:
+                agg = agg_all[r["epoch"]] = {"loss": 0.0, "n_loss": 0, "accuracy": 0.0, "n_accuracy": 0}
+            if "loss" in r:
+                agg["loss"] += r["loss"]
+                agg["n_loss"] += 1
+            if "accuracy" in r:
+                agg["accuracy"] += r["accuracy"]
+                agg["n_accuracy"] += 1
+            if "lr" in r and k >= agg.get("lr_step", -1):
+                agg["lr"], agg["lr_step"] = r["lr"], k
+            step(k, **r)
+
+    def epoch_means(self, epoch: int) -> dict[str, float]:
+        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read)."""
+        agg = self.agg.pop(epoch, None) or {}
+        row: dict[str, Any] = {}
+        for col in ("loss", "accuracy"):
+            if agg.get("n_" + col):
+                row[col] = agg[col] / agg["n_" + col]
+        if "lr" in agg:
+            row["lr"] = agg["lr"]
+        return row
