@@ -2,6 +2,7 @@
 
 import errno
 import json
+import math
 import os
 import stat
 
@@ -193,3 +194,25 @@ def test_checkpoints_keep_to_their_time_budget(tmp_path):
             w.commit_checkpoint(e)
             saved += 1
     assert 1 <= saved < 40  # the first always; then only as often as 5% of the time allows
+
+
+def test_steps_appends_a_block_of_columns_mixed_with_single_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    w = RunWriter(tmp_path)
+    w.step(0, loss=1.0, lr=0.1)
+    w.steps({"step": np.array([1.0, 2.0, 3.0]), "loss": np.array([0.9, np.nan, 0.7]),
+             "grad_norm": np.ma.masked_array([5.0, 0.0, 7.0], mask=[False, True, False]),
+             "bad": np.array(["a", "b", "c"]), "short": np.array([1.0])})
+    w.step(4, loss=0.6, accuracy=0.5)
+    w.steps({"loss": np.array([1.0])})  # no step column: ignored, never raises
+    w.close()
+    table = pq.read_table(sorted((tmp_path / "steps").glob("part-*.parquet"))[-1]).to_pydict()
+    assert table["step"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert table["lr"] == [0.1, None, None, None, None]  # missing from the block: null
+    assert table["loss"][:2] == [1.0, 0.9] and math.isnan(table["loss"][2]) and table["loss"][3:] == [0.7, 0.6]
+    assert table["grad_norm"] == [None, 5.0, None, 7.0, None]  # masked: null, not NaN
+    assert table["accuracy"] == [None, None, None, None, 0.5]
+    assert "bad" not in table and "short" not in table and all(t > 0 for t in table["wall_time"])
+    run = whyspike.load_run(tmp_path)
+    assert run.series["step/grad_norm"].x.tolist() == [1, 3]

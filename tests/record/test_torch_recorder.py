@@ -157,12 +157,41 @@ def test_grad_norm_is_the_norm_before_clipping(tmp_path, clip):
         after_clip.append(hand_grad_norm(model))
         opt.step()
     rec.close()
-    _, recorded = read(tmp_path, "step/grad_norm")
-    np.testing.assert_allclose(recorded, by_hand, rtol=1e-5)
+    steps, recorded = read(tmp_path, "step/grad_norm")
+    if clip is None:  # computed by the recorder: sampled every 8 steps in the default tier
+        assert steps.tolist() == [0]
+        np.testing.assert_allclose(recorded, by_hand[::8], rtol=1e-5)
+    else:  # returned by clip_grad_norm_: free, so recorded at every step
+        np.testing.assert_allclose(recorded, by_hand, rtol=1e-5)
     if clip is not None:
         assert max(after_clip) < min(by_hand)  # the clipping really changed the gradients
     # the wrapper is gone once the recorder is closed
     assert torch.nn.utils.clip_grad_norm_.__module__ == "torch.nn.utils.clip_grad"
+
+
+@pytest.mark.parametrize("options", [{"tier": "detailed"}, {"sample_every": 1}, {"sample_every": 3}])
+def test_gradient_norm_and_accuracy_every_step_in_the_detailed_tier(tmp_path, options):
+    """Sampled every ``sample_every`` steps in the default tier (8 unless told), every step in the detailed tier."""
+    x, y, _, _ = teacher_data(n=160)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, **options)
+    norms, accs = [], []
+    for xb, yb in batches(x, y, 16):
+        opt.zero_grad()
+        out = model(xb)
+        F.cross_entropy(out, yb).backward()
+        norms.append(hand_grad_norm(model))
+        accs.append((out.argmax(1) == yb).float().mean().item())
+        opt.step()
+        rec.step(loss=F.cross_entropy(out, yb), output=out, target=yb)
+    rec.close()
+    k = options.get("sample_every", 1)
+    for name, expected in (("step/grad_norm", norms), ("step/accuracy", accs)):
+        steps, recorded = read(tmp_path, name)
+        assert steps.tolist() == list(range(0, 10, k)), name
+        np.testing.assert_allclose(recorded, expected[::k], rtol=1e-5)
+    assert read(tmp_path, "step/loss")[0].tolist() == list(range(10))
 
 
 # ------------------------------------------------------------------------------------ loss and accuracy per batch
@@ -192,10 +221,11 @@ def test_per_batch_loss_and_accuracy_are_the_loops_own(tmp_path, order):
         rec.epoch_end()
     rec.close()
     steps, loss_rec = read(tmp_path, "step/loss")
-    _, acc_rec = read(tmp_path, "step/accuracy")
+    acc_steps, acc_rec = read(tmp_path, "step/accuracy")
     assert steps.tolist() == list(range(10))
     np.testing.assert_allclose(loss_rec, losses, rtol=1e-6)
-    np.testing.assert_allclose(acc_rec, accs, rtol=1e-6)
+    assert acc_steps.tolist() == [0, 8]  # sampled every 8 steps in the default tier
+    np.testing.assert_allclose(acc_rec, accs[::8], rtol=1e-6)
     _, epoch_loss = read(tmp_path, "loss")
     np.testing.assert_allclose(epoch_loss, [np.mean(losses[:5]), np.mean(losses[5:])], rtol=1e-6)
     assert json.loads((tmp_path / "meta.json").read_text())["batch_size"] == 32
@@ -263,9 +293,11 @@ def test_record_every_n_steps(tmp_path):
         opt.step()
         rec.step(loss=loss)
     rec.close()
-    for name in ("step/lr", "step/loss", "step/grad_norm"):
+    for name in ("step/lr", "step/loss"):
         steps, _ = read(tmp_path, name)
         assert steps.tolist() == list(range(0, 32, 4)), name
+    steps, _ = read(tmp_path, "step/grad_norm")  # sampled on every 8th recorded step: every 32nd step
+    assert steps.tolist() == [0]
 
 
 def test_optimizer_hooks_alone_record_the_schedule_and_gradients(tmp_path):
@@ -285,7 +317,9 @@ def test_optimizer_hooks_alone_record_the_schedule_and_gradients(tmp_path):
     rec.close()
     steps, lr = read(tmp_path, "step/lr")
     np.testing.assert_allclose(lr, 0.3 * 0.9 ** steps, rtol=1e-12)
-    np.testing.assert_allclose(read(tmp_path, "step/grad_norm")[1], norms, rtol=1e-5)
+    norm_steps, recorded = read(tmp_path, "step/grad_norm")
+    assert norm_steps.tolist() == [0, 8]  # sampled every 8 steps in the default tier
+    np.testing.assert_allclose(recorded, norms[::8], rtol=1e-5)
     assert "step/loss" not in whyspike.load_run(tmp_path).series
 
 
@@ -689,7 +723,9 @@ def test_without_a_closure_gradients_are_read_before_the_update(tmp_path, mode):
         opt.step()
         assert hand_grad_norm(model) == 0
     handle.close() if mode == "global" else rec.close()
-    np.testing.assert_allclose(read(tmp_path, "step/grad_norm")[1], norms, rtol=1e-5)
+    steps, recorded = read(tmp_path, "step/grad_norm")
+    assert steps.tolist() == [0]  # sampled every 8 steps in the default tier
+    np.testing.assert_allclose(recorded, norms[::8], rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["recorder", "global"])
@@ -718,4 +754,5 @@ def test_step_with_a_closure_reads_gradients_and_loss_after_it(tmp_path, mode):
     run = whyspike.load_run(tmp_path)
     assert run.series["step/loss"].x.tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(run.series["step/loss"].y, losses, rtol=1e-6)
-    np.testing.assert_allclose(run.series["step/grad_norm"].y, norms, rtol=1e-5)
+    assert run.series["step/grad_norm"].x.tolist() == [0]  # sampled every 8 steps in the default tier
+    np.testing.assert_allclose(run.series["step/grad_norm"].y, norms[::8], rtol=1e-5)

@@ -22,7 +22,7 @@ class LiveExplainer:
     back under budget; the next diagnosis still reports every jump that appeared meanwhile.
     """
 
-    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.02):
+    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.01):
         self.writer = writer
         self.out = out or sys.stdout
         self.quiet = quiet

@@ -58,37 +58,73 @@ def _scalar(v: Any) -> float | None:
         return None
 
 
+def _float_column(pa, v: Any, n: int):
+    """A float64 Arrow array of length ``n`` from a numpy (masked) array or a list with None for nulls; None when
+    ``v`` is not that."""
+    try:
+        if np.ma.isMaskedArray(v):
+            mask = np.ma.getmaskarray(v)
+            data = np.asarray(np.ma.getdata(v), dtype=np.float64)
+            a = pa.array(data, mask=mask, type=pa.float64()) if mask.any() else pa.array(data, type=pa.float64())
+        elif isinstance(v, np.ndarray):
+            a = pa.array(np.asarray(v, dtype=np.float64).reshape(-1), type=pa.float64())
+        else:
+            a = pa.array([None if x is None else float(x) for x in v], type=pa.float64())
+    except (TypeError, ValueError, pa.ArrowException):
+        return None
+    return a if len(a) == n else None
+
+
 class _Table:
-    """Rows buffered in memory, flushed as one Parquet part per flush."""
+    """Rows buffered in memory, flushed as one Parquet part per flush. Rows come one at a time (dicts) or in blocks
+    of columns (:meth:`add_columns`); both end up in the same part, in the order they came."""
 
     def __init__(self, folder: Path, key: str):
         self.folder = folder
         self.key = key
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = []  # single rows since the last block
+        self.blocks: list[Any] = []  # earlier rows and blocks, as Arrow tables, in order
+        self.n = 0  # rows buffered in all
         existing = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
 
     def add(self, row: dict[str, float]) -> None:
         self.rows.append(row)
+        self.n += 1
 
-    def flush(self) -> None:
-        if not self.rows:
-            return
+    def add_columns(self, table, n: int) -> None:
+        """A block of ``n`` rows: an Arrow table of float64 columns."""
+        if self.rows:
+            self.blocks.append(self._rows_table())
+            self.rows = []
+        self.blocks.append(table)
+        self.n += n
+
+    def _rows_table(self):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         cols: dict[str, list] = {}
         for r in self.rows:
             for k in r:
                 cols.setdefault(k, None)
-        table = pa.table({k: pa.array([r.get(k) for r in self.rows], type=pa.float64()) for k in cols})
+        return pa.table({k: pa.array([r.get(k) for r in self.rows], type=pa.float64()) for k in cols})
+
+    def flush(self) -> None:
+        if not self.n:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        blocks = self.blocks + [self._rows_table()] if self.rows else self.blocks
+        # columns missing from a block are null there
+        table = blocks[0] if len(blocks) == 1 else pa.concat_tables(blocks, promote_options="default")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"part-{self.next_part:05d}.parquet"
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)
         self.next_part += 1
-        self.rows = []
+        self.rows, self.blocks, self.n = [], [], 0
         if self.next_part % COMPACT_AT == 0:
             self._compact()
 
@@ -130,7 +166,7 @@ class RunWriter:
         # models) one per epoch would cost more than the training, so some epochs are then skipped
         # (WHYSPIKE_CHECKPOINT_BUDGET=1 turns the budget off: a checkpoint every epoch, whatever it costs)
         self.checkpoint_budget = checkpoint_budget if checkpoint_budget is not None else \
-            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.05"))
+            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.02"))
         self._started = time.perf_counter()
         self._ckpt_spent = 0.0
         self._ckpt_began: float | None = None
@@ -186,7 +222,43 @@ class RunWriter:
         row.update({k: f for k, v in values.items() if (f := _scalar(v)) is not None})
         with self._lock:
             self._steps.add(row)
-            if len(self._steps.rows) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+            if self._steps.n >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+                self._flush_locked()
+
+    def steps(self, columns: dict[str, Any]) -> None:
+        """Append a block of step rows at once: ``columns`` maps a column name to a 1-d array of one value per row
+        (numpy arrays; a masked array's masked entries, or None in a list, are null: not recorded at that step).
+        ``step`` is required; ``wall_time`` is now unless given. The same Parquet output and flush rules as
+        :meth:`step` (the rows count towards ``flush_rows``); never raises: a column that is not numeric or not of
+        the block's length is left out."""
+        if self.broken is not None:
+            return
+        try:
+            import pyarrow as pa
+
+            step = columns.get("step")
+            if step is None:
+                return
+            n = len(step)
+            if n == 0:
+                return
+            arrays: dict[str, Any] = {}
+            for k, v in columns.items():
+                a = _float_column(pa, v, n)
+                if a is not None:
+                    arrays[k] = a
+            if "step" not in arrays:
+                return
+            if "wall_time" not in arrays:
+                arrays["wall_time"] = pa.array(np.full(n, time.time()))
+            order = ["step", "wall_time"] + [k for k in arrays if k not in ("step", "wall_time")]
+            table = pa.table({k: arrays[k] for k in order})
+        except Exception as exc:  # noqa: BLE001 - recording must never break training
+            print(f"whyspike: a block of step rows was not recorded ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return
+        with self._lock:
+            self._steps.add_columns(table, n)
+            if self._steps.n >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
                 self._flush_locked()
 
     def epoch(self, epoch: int, **values: Any) -> None:

@@ -34,15 +34,21 @@ Epochs are numbered from 0 (``first_epoch``) in the order of ``rec.epoch_end()``
 What each tier costs:
 
 - ``default``: per recorded step, on the host, the LR, momentum / betas and weight decay read from parameter group
-  0 as plain Python floats (no tensor op; a tensor LR is copied); on the device, a few small ops and no reduction:
-  one ``torch._foreach_norm`` over the gradients (their per-tensor norms are kept), ``loss.detach()`` and, when
-  ``output``/``target`` are given, ``argmax(-1) == target`` (the vector of hits is kept). Nothing is synchronised
-  with the device per step: every ``flush_every`` steps the drain stacks what the buffered steps kept, computes each
-  step's global gradient norm and hit count with one vectorised op per column, and copies everything to the host in
-  one transfer per device; the rows then go to Parquet (a part per ``RunWriter`` flush). Per epoch: the rows still
-  buffered are drained (one host copy), and one checkpoint of model + optimizer state is written (``checkpoints``
-  newest kept, plus those around detected jumps; the run writer skips epochs to keep them within its time budget).
-- ``detailed`` (opt-in): additionally, every ``detail_every`` steps a copy of all parameters (one model's worth of
+  0 as plain Python floats (no tensor op; a tensor LR is copied) and, on the device, ``loss.detach()`` (the true
+  per-batch loss, kept there until the flush). Sampled every ``sample_every`` recorded steps (8 by default: steps
+  0, 8, 16, ...), because on a 120 µs step the norm alone costs 9%: the global gradient norm before clipping (one
+  ``torch._foreach_norm`` over the gradients, per-tensor norms kept) and, when ``output``/``target`` are given,
+  the batch accuracy (``argmax(-1) == target``, the vector of hits kept); the other rows have no value there
+  (null, not logged). When the loop calls ``torch.nn.utils.clip_grad_norm_``, the pre-clip norm it returns is free
+  and recorded at every step. Nothing is synchronised with the device per step: every ``flush_every`` steps the
+  drain stacks what the buffered steps kept, computes each step's global gradient norm and hit count with one
+  vectorised op per column, copies everything to the host in one transfer per device, and hands the rows to the
+  run writer as one block of columns (``RunWriter.steps``); they go to Parquet (a part per ``RunWriter`` flush).
+  Per epoch: the rows still buffered are drained (one host copy), and one checkpoint of model + optimizer state is
+  written (``checkpoints`` newest kept, plus those around detected jumps; the run writer skips epochs to keep them
+  within its time budget).
+- ``detailed`` (opt-in): the gradient norm and accuracy at every recorded step; additionally, every
+  ``detail_every`` steps a copy of all parameters (one model's worth of
   memory, briefly) to measure the update-to-weight ratio per layer, and the batch's label histogram; per epoch the
   weight norm per layer, and when ``train_loader`` / ``val_loader`` are given: eval-mode metrics on
   ``train_eval_batches`` training batches (exposes the running-average artifact), validation metrics plus
@@ -51,30 +57,22 @@ What each tier costs:
   model and ``bn_batches`` extra forward passes per epoch).
 
 Measured, recorder on vs off side by side in one process (hand-written loop calling
-``rec.step(loss=loss, output=logits, target=y)``, one torch thread, torch 2.13 on a 2-core x86 VM, epoch-end
-work excluded; median of 9-25 interleaved rounds, ±2 points of noise on the MLP, ±4 on the CNN; "hooks only" is
-``Recorder(optimizer, model)`` with no ``rec.step`` call):
+``rec.step(loss=loss, output=logits, target=y)`` every step and ``rec.epoch_end()`` every 32, one torch thread,
+torch 2.13 on a 2-core x86 VM; median per-step time of 7 interleaved rounds of 640 steps, epoch-end work excluded):
 
-===========================================  =========  ===========  ===========  ===========  ==========
-step time added                              hooks      default      default      detailed     ops floor
-                                             only       every=1      every=10     every=1      (no recorder)
-===========================================  =========  ===========  ===========  ===========  ==========
-MLP 10-128-10, batch 32 (~125 µs a step)     +20%       +31 to 35%   +8%          +39%         +16 to 18%
-CNN 2 conv + BN, batch 64 (~4.5 ms a step)   +0 to 2%   +1 to 4%     +0 to 1%     +1 to 3%     +1 to 2%
-===========================================  =========  ===========  ===========  ===========  ==========
+===========================================  ==============  ==============================
+MLP 10-128-10, batch 32 (~120 µs a step)     every step      sampled every 8 (the default)
+===========================================  ==============  ==============================
+default tier, every=1                        +24% (before)   +11% (now)
+===========================================  ==============  ==============================
 
-The last column is the loop computing and keeping the same tensors itself, with no recorder: the floor of any
-recorder of these signals. A micro-step is ~30 small torch ops of ~4 µs each, and the signals add a few of them:
-the gradient norm (``foreach_norm`` over 4 tensors, ~11 µs, 9%), the accuracy (``argmax`` and ``==``, ~8 µs, 6%),
-``loss.detach()`` (~3 µs, 2%). The recorder's own bookkeeping adds ~15 µs (12%): the hooks and rows (~6 µs), the
-drain (~5 µs a row, of which ~3 µs is the Parquet writer's row handling) and garbage collection of the kept tensors.
-So on steps this small, recording every step costs about a third; ``every=10`` keeps the default tier's cost per
-step under 10%.
-The time added is roughly fixed per step (~40 µs here, up to ~100 µs when the step's own work evicts the recorder
-from the caches, more with many parameter tensors), so it falls under 5% once steps take a few milliseconds.
-``epoch_end`` adds a fixed ~0.5-0.9 ms an epoch on the MLP: the drain of the epoch's rows (0.1-0.3 ms), the
-checkpoint (kept to ~5% of wall-clock time by the run writer's budget) and the live explanation (~0.1-0.2 ms);
-that is 10-20% more on its 32-step, 4-ms epochs, and nothing worth counting on epochs of seconds.
+A micro-step is ~30 small torch ops of ~4 µs each; the gradient norm (``foreach_norm`` over 4 tensors, ~11 µs,
+9%) and the accuracy (``argmax`` and ``==``, ~8 µs, 6%) are why they are sampled; what remains per step is
+``loss.detach()``, the hooks and the row (~3 µs of Python), and the allocator / garbage-collector work of the
+kept tensors. The time added is roughly fixed per step, so it falls under 5% once steps take a few milliseconds.
+``epoch_end`` adds a fixed ~0.5-0.9 ms an epoch on the MLP: the drain of the epoch's rows (one block of columns),
+the checkpoint (kept within the run writer's time budget) and the live explanation (~0.1-0.2 ms);
+``benchmarks/bench_recording_overhead.py`` counts those too.
 
 Not done, on purpose: computing the accuracy at the drain from kept references to the logits and labels would save
 ~5 µs a step on the MLP, but labels and outputs are often rewritten without PyTorch noticing (a reused label buffer

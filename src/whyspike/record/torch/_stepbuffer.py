@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..store import RunWriter
+import numpy as np
+
+from ..store import RunWriter, _scalar
 from ._support import _t
 
 
@@ -110,6 +112,20 @@ def _scalars(values: list, rows: list, cols: list, sink: _Sink, torch) -> None:
         sink.add(torch.stack([values[i] for i in idx]), [rows[i] for i in idx], [cols[i] for i in idx])
 
 
+_NUMBERS = {float, int}
+
+
+def _column(col: list):
+    """A float64 array of a column, masked where a step has no value (null in the Parquet file): None, and what
+    :meth:`RunWriter.step` would not record (a bool, a non-number)."""
+    if set(map(type, col)) <= _NUMBERS:  # the fast way: plain numbers only
+        return np.asarray(col, dtype=np.float64)
+    vals = [_scalar(v) for v in col]
+    mask = np.fromiter((v is None for v in vals), dtype=bool, count=len(vals))
+    data = np.fromiter((0.0 if v is None else v for v in vals), dtype=np.float64, count=len(vals))
+    return np.ma.masked_array(data, mask=mask)
+
+
 class StepBuffer:
     """Rows of values per step (tensors until the next drain) and the per-epoch means drawn from them."""
 
@@ -129,44 +145,60 @@ class StepBuffer:
         return row
 
     def drain(self, everything: bool = False) -> None:
-        """Tensors -> floats -> writer rows (all but the newest step, which may still receive values)."""
-        if not self.rows:
+        """Tensors -> floats -> one block of columns for the writer (all but the newest step, which may still
+        receive values)."""
+        buffered = self.rows
+        if not buffered:
             return
         if self.writer.broken:
-            self.rows.clear()  # nothing can be written any more: do not grow in memory
+            buffered.clear()  # nothing can be written any more: do not grow in memory
             return
-        keys = sorted(self.rows)
+        keys = sorted(buffered)
         if not everything:
             keys = keys[:-1]  # the newest step may still receive values
-        rows = [(k, self.rows.pop(k)) for k in keys]
-        self._to_host([r for _, r in rows])
-        self._write(rows)
+        n = len(keys)
+        if not n:
+            return
+        # rows -> columns (lists with None where a step has no value), one pass
+        cols: dict[str, list] = {}
+        pop = buffered.pop
+        for i, k in enumerate(keys):
+            for c, v in pop(k).items():
+                col = cols.get(c)
+                if col is None:
+                    col = cols[c] = [None] * n
+                col[i] = v
+        self._to_host(cols)
+        self._write(keys, cols)
 
     @staticmethod
-    def _to_host(rows: list[dict]) -> None:
-        """Replace every tensor and deferred cell of ``rows`` by a float, with a few ops for all of them."""
+    def _to_host(cols: dict[str, list]) -> None:
+        """Replace every tensor and deferred cell of ``cols`` by a float, with a few ops for all of them."""
         torch = _t()
         tensor_t = torch.Tensor
-        nr, nc, nv = [], [], []  # NormParts: rows, columns, per-tensor norms
+        nr, nc, nv = [], [], []  # NormParts: column lists, indices, per-tensor norms
         cr, cc, cv = [], [], []  # Count
         pr, pc, pv = [], [], []  # plain tensors
-        for r in rows:
-            for c, v in r.items():
+        plain = (float, int, type(None))
+        for col in cols.values():
+            for i, v in enumerate(col):
                 cls = v.__class__
-                if cls is float or cls is int:
+                if cls in plain:
                     continue
                 if cls is NormParts:
-                    nr.append(r)
-                    nc.append(c)
+                    nr.append(col)
+                    nc.append(i)
                     nv.append(v.parts)
                 elif cls is Count:
-                    cr.append(r)
-                    cc.append(c)
+                    cr.append(col)
+                    cc.append(i)
                     cv.append(v.hits)
                 elif isinstance(v, tensor_t):
-                    pr.append(r)
-                    pc.append(c)
+                    pr.append(col)
+                    pc.append(i)
                     pv.append(v if v.dim() == 0 else v.reshape(-1)[0])
+        if not (nv or cv or pv):
+            return
         sink = _Sink(torch)
         if nv:
             _norms(nv, nr, nc, sink, torch)
@@ -176,27 +208,46 @@ class StepBuffer:
             _scalars(pv, pr, pc, sink, torch)
         sink.write()
 
-    def _write(self, rows: list[tuple[int, dict]]) -> None:
-        agg_all, step = self.agg, self.writer.step
-        for k, r in rows:
-            n = r.pop("_n_loss", 1)
-            if n > 1 and "loss" in r:
-                r["loss"] = r["loss"] / n
-            n = r.pop("_accuracy_n", None)
-            if n is not None and "accuracy" in r:
-                r["accuracy"] = r["accuracy"] / n if n else math.nan
-            agg = agg_all.get(r["epoch"])
+    def _write(self, keys: list[int], cols: dict[str, list]) -> None:
+        """Per-step normalisations, the epoch aggregates, then one ``RunWriter.steps`` call."""
+        n_loss = cols.pop("_n_loss", None)
+        n_acc = cols.pop("_accuracy_n", None)
+        loss, acc, lr, epochs = cols.get("loss"), cols.get("accuracy"), cols.get("lr"), cols["epoch"]
+        if n_loss is not None and loss is not None:  # several losses summed in one step: their mean
+            for i, m in enumerate(n_loss):
+                if m is not None and m > 1 and loss[i] is not None:
+                    loss[i] = loss[i] / m
+        if n_acc is not None and acc is not None:  # hits counted -> accuracy
+            for i, m in enumerate(n_acc):
+                if m is not None and acc[i] is not None:
+                    acc[i] = acc[i] / m if m else math.nan
+        agg_all = self.agg
+        first = epochs[0]
+        if all(e == first for e in epochs):  # the common case: one epoch per drain
+            spans = {first: range(len(keys))}
+        else:
+            spans = {}
+            for i, e in enumerate(epochs):
+                spans.setdefault(e, []).append(i)
+        for e, idx in spans.items():
+            agg = agg_all.get(e)
             if agg is None:
-                agg = agg_all[r["epoch"]] = {"loss": 0.0, "n_loss": 0, "accuracy": 0.0, "n_accuracy": 0}
-            if "loss" in r:
-                agg["loss"] += r["loss"]
-                agg["n_loss"] += 1
-            if "accuracy" in r:
-                agg["accuracy"] += r["accuracy"]
-                agg["n_accuracy"] += 1
-            if "lr" in r and k >= agg.get("lr_step", -1):
-                agg["lr"], agg["lr_step"] = r["lr"], k
-            step(k, **r)
+                agg = agg_all[e] = {"loss": 0.0, "n_loss": 0, "accuracy": 0.0, "n_accuracy": 0}
+            for name, col in (("loss", loss), ("accuracy", acc)):
+                if col is not None:
+                    vals = [col[i] for i in idx if col[i] is not None]
+                    agg[name] += sum(vals)
+                    agg["n_" + name] += len(vals)
+            if lr is not None:
+                for i in reversed(idx):
+                    if lr[i] is not None:
+                        if keys[i] >= agg.get("lr_step", -1):
+                            agg["lr"], agg["lr_step"] = lr[i], keys[i]
+                        break
+        block: dict[str, Any] = {"step": np.asarray(keys, dtype=np.float64)}
+        for c, col in cols.items():
+            block[c] = _column(col)
+        self.writer.steps(block)
 
     def epoch_means(self, epoch: int) -> dict[str, float]:
         """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read)."""
