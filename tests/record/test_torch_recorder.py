@@ -231,6 +231,57 @@ def test_per_batch_loss_and_accuracy_are_the_loops_own(tmp_path, order):
     assert json.loads((tmp_path / "meta.json").read_text())["batch_size"] == 32
 
 
+def test_epoch_end_computes_the_means_without_writing_the_step_rows(tmp_path):
+    """Step rows reach the writer every ``flush_every`` steps (or when its timed flush is due), not at each epoch
+    end; the epoch row's loss and accuracy are still the means of that epoch's step values, to the last bit."""
+    x, y, _, _ = teacher_data(n=160)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, flush_every=8, sample_every=1)
+    rec.writer.flush_seconds = 1e9  # no timed flush
+    written = []
+    steps_orig = rec.writer.steps
+
+    def spy(columns):
+        written.append(columns["step"].tolist())
+        steps_orig(columns)
+
+    rec.writer.steps = spy
+    for epoch in range(3):
+        for xb, yb in batches(x, y, 32, seed=epoch):  # 5 steps per epoch
+            opt.zero_grad()
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            loss.backward()
+            opt.step()
+            rec.step(loss=loss, output=out, target=yb)
+        rec.epoch_end()
+        if epoch == 0:
+            assert written == []  # 5 rows < flush_every: nothing handed over at the epoch's end
+    assert written == [list(range(8))]  # the drain at the 9th buffered row only (epoch 1 straddles it)
+    rec.writer.flush_seconds = 0.0  # the timed flush is due: the epoch's end hands the rows over
+    for xb, yb in batches(x, y, 32, seed=3):
+        opt.zero_grad()
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        loss.backward()
+        opt.step()
+        rec.step(loss=loss, output=out, target=yb)
+    rec.epoch_end()
+    assert written == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    rec.close()
+    steps, loss_rec = read(tmp_path, "step/loss")
+    _, acc_rec = read(tmp_path, "step/accuracy")
+    assert steps.tolist() == list(range(20))
+    epochs = rec.writer.epoch_rows
+    assert [r["epoch"] for r in epochs] == [0, 1, 2, 3]
+    for e, r in enumerate(epochs):
+        part = loss_rec[5 * e:5 * e + 5].tolist()
+        assert r["loss"] == sum(part) / 5
+        assert r["accuracy"] == sum(acc_rec[5 * e:5 * e + 5].tolist()) / 5
+    assert rec._buf.agg == {} and rec._buf.counted == set()
+
+
 def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
     x, y, _, _ = teacher_data(n=128)
     model = mlp()

@@ -331,6 +331,11 @@ class RunWriter:
         self._pinned.update({int(epoch), int(epoch) - 1})
 
     # -- flushing
+    def flush_due(self) -> bool:
+        """Whether the timed flush is due (``flush_seconds`` since the last one): a recorder that keeps rows of its
+        own before handing them over should hand them over now, so that a crash loses at most that much."""
+        return time.monotonic() - self._last_flush > self.flush_seconds
+
     def _flush_locked(self) -> None:
         self._guard(self._steps.flush)
         self._guard(self._epochs.flush)

@@ -294,9 +294,12 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         the detailed-tier evaluations when loaders were given, and one line per new significant jump."""
         if self.closed:
             return
-        self._buf.drain(everything=True)
         e = self._epoch if epoch is None else int(epoch)
+        # the means without a drain: the step rows go to the writer every ``flush_every`` steps, at close, and here
+        # only when the writer's timed flush is due (so a crash loses at most ``flush_seconds`` of them)
         row: dict[str, Any] = self._buf.epoch_means(self._epoch)
+        if self.writer.flush_due():
+            self._buf.drain(everything=True)
         if "lr" not in row and self.optimizer is not None:
             row["lr"] = _json_safe(self.optimizer.param_groups[0]["lr"])
         if self.detailed:

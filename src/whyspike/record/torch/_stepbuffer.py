@@ -134,7 +134,11 @@ class StepBuffer:
         self.flush_every = flush_every
         self.epoch = epoch
         self.rows: dict[int, dict[str, Any]] = {}
-        self.agg: dict[int, dict[str, float]] = {}
+        # per epoch: the per-step losses / accuracies drained so far (summed at the epoch's end, in step order, as
+        # one ``sum``) and the last LR with its step
+        self.agg: dict[int, dict[str, Any]] = {}
+        # buffered steps already in their epoch's means (closed by :meth:`epoch_means` before their drain)
+        self.counted: set[int] = set()
 
     def row(self, step: int) -> dict[str, Any]:
         row = self.rows.get(step)
@@ -152,6 +156,7 @@ class StepBuffer:
             return
         if self.writer.broken:
             buffered.clear()  # nothing can be written any more: do not grow in memory
+            self.counted.clear()
             return
         keys = sorted(buffered)
         if not everything:
@@ -210,52 +215,97 @@ class StepBuffer:
 
     def _write(self, keys: list[int], cols: dict[str, list]) -> None:
         """Per-step normalisations, the epoch aggregates, then one ``RunWriter.steps`` call."""
-        n_loss = cols.pop("_n_loss", None)
-        n_acc = cols.pop("_accuracy_n", None)
-        loss, acc, lr, epochs = cols.get("loss"), cols.get("accuracy"), cols.get("lr"), cols["epoch"]
-        if n_loss is not None and loss is not None:  # several losses summed in one step: their mean
-            for i, m in enumerate(n_loss):
-                if m is not None and m > 1 and loss[i] is not None:
-                    loss[i] = loss[i] / m
-        if n_acc is not None and acc is not None:  # hits counted -> accuracy
-            for i, m in enumerate(n_acc):
-                if m is not None and acc[i] is not None:
-                    acc[i] = acc[i] / m if m else math.nan
-        agg_all = self.agg
-        first = epochs[0]
-        if all(e == first for e in epochs):  # the common case: one epoch per drain
-            spans = {first: range(len(keys))}
+        _normalise(cols)
+        counted = self.counted
+        if counted:  # steps already in the means of their (closed) epoch
+            idx = [i for i, k in enumerate(keys) if k not in counted]
+            counted.difference_update(keys)
         else:
-            spans = {}
-            for i, e in enumerate(epochs):
-                spans.setdefault(e, []).append(i)
-        for e, idx in spans.items():
-            agg = agg_all.get(e)
-            if agg is None:
-                agg = agg_all[e] = {"loss": 0.0, "n_loss": 0, "accuracy": 0.0, "n_accuracy": 0}
-            for name, col in (("loss", loss), ("accuracy", acc)):
-                if col is not None:
-                    vals = [col[i] for i in idx if col[i] is not None]
-                    agg[name] += sum(vals)
-                    agg["n_" + name] += len(vals)
-            if lr is not None:
-                for i in reversed(idx):
-                    if lr[i] is not None:
-                        if keys[i] >= agg.get("lr_step", -1):
-                            agg["lr"], agg["lr_step"] = lr[i], keys[i]
-                        break
+            idx = range(len(keys))
+        if idx:
+            self._account(keys, cols, idx)
         block: dict[str, Any] = {"step": np.asarray(keys, dtype=np.float64)}
         for c, col in cols.items():
             block[c] = _column(col)
         self.writer.steps(block)
 
+    def _account(self, keys: list[int], cols: dict[str, list], idx) -> None:
+        """Add the normalised values at ``idx`` of the columns to their epochs' aggregates."""
+        loss, acc, lr, epochs = cols.get("loss"), cols.get("accuracy"), cols.get("lr"), cols["epoch"]
+        agg_all = self.agg
+        first = epochs[idx[0]]
+        if all(epochs[i] == first for i in idx):  # the common case: one epoch per drain
+            spans = {first: idx}
+        else:
+            spans = {}
+            for i in idx:
+                spans.setdefault(epochs[i], []).append(i)
+        for e, ix in spans.items():
+            agg = agg_all.get(e)
+            if agg is None:
+                agg = agg_all[e] = {"loss": [], "n_loss": 0, "accuracy": [], "n_accuracy": 0}
+            for name, col in (("loss", loss), ("accuracy", acc)):
+                if col is not None:
+                    vals = agg[name]
+                    vals.extend(col[i] for i in ix if col[i] is not None)
+                    if len(vals) > _KEEP:  # an epoch that never ends: keep a partial sum, not every value
+                        agg["n_" + name] += len(vals) - 1
+                        vals[:] = [sum(vals)]
+            if lr is not None:
+                for i in reversed(ix):
+                    if lr[i] is not None:
+                        if keys[i] >= agg.get("lr_step", -1):
+                            agg["lr"], agg["lr_step"] = lr[i], keys[i]
+                        break
+
     def epoch_means(self, epoch: int) -> dict[str, float]:
-        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read)."""
+        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read).
+
+        The epoch's steps still buffered are not drained (their rows are written with the next drain): their loss,
+        accuracy and LR are copied to the host (one transfer), left in their rows as floats for that drain, and
+        counted now; the values are those the drain would have given."""
+        rows = self.rows
+        pending = sorted(k for k, r in rows.items() if r["epoch"] == epoch and k not in self.counted)
+        if pending:
+            cols = {c: [rows[k].get(c) for k in pending] for c in _MEAN_COLUMNS}
+            cols = {c: col for c, col in cols.items() if any(v is not None for v in col)}
+            self._to_host(cols)
+            for c, col in cols.items():  # the floats back in their rows: the drain reads them as they are
+                for k, v in zip(pending, col):
+                    if v is not None:
+                        rows[k][c] = v
+            cols["epoch"] = [epoch] * len(pending)
+            _normalise(cols)
+            self._account(pending, cols, range(len(pending)))
+            self.counted.update(pending)
         agg = self.agg.pop(epoch, None) or {}
         row: dict[str, Any] = {}
         for col in ("loss", "accuracy"):
-            if agg.get("n_" + col):
-                row[col] = agg[col] / agg["n_" + col]
+            vals = agg.get(col)
+            if vals:
+                row[col] = sum(vals) / (len(vals) + agg["n_" + col])
         if "lr" in agg:
             row["lr"] = agg["lr"]
         return row
+
+
+# the columns the epoch means are drawn from
+_MEAN_COLUMNS = ("loss", "_n_loss", "accuracy", "_accuracy_n", "lr")
+# values kept per epoch and column before they are summed into one
+_KEEP = 1 << 16
+
+
+def _normalise(cols: dict[str, list]) -> None:
+    """Per-step normalisations, in place: the mean of several losses summed in one step, hits -> accuracy (the
+    ``_n_loss`` and ``_accuracy_n`` columns are removed)."""
+    n_loss = cols.pop("_n_loss", None)
+    n_acc = cols.pop("_accuracy_n", None)
+    loss, acc = cols.get("loss"), cols.get("accuracy")
+    if n_loss is not None and loss is not None:  # several losses summed in one step: their mean
+        for i, m in enumerate(n_loss):
+            if m is not None and m > 1 and loss[i] is not None:
+                loss[i] = loss[i] / m
+    if n_acc is not None and acc is not None:  # hits counted -> accuracy
+        for i, m in enumerate(n_acc):
+            if m is not None and acc[i] is not None:
+                acc[i] = acc[i] / m if m else math.nan
