@@ -3,7 +3,7 @@
 import numpy as np
 
 from whyspike.diagnosis import diagnose
-from whyspike.run import Event, Run, Source, make_series
+from whyspike.run import Run, Source, make_series
 
 
 def _run(*series, events=(), **setup):

@@ -32,14 +32,6 @@ from whyspike.record.keras import WhyspikeCallback, load_checkpoint  # noqa: E40
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def table(run_dir: Path, kind: str) -> dict[str, np.ndarray]:
     parts = sorted((run_dir / kind).glob("part-*.parquet"))
     t = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")

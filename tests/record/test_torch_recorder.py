@@ -21,14 +21,6 @@ from whyspike.record.store import RunWriter  # noqa: E402
 from whyspike.record.torch import Recorder, install_global_hooks, load_checkpoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def teacher_data(n=256, d=10, classes=4, noise=0.0, seed=0):
     """Labels from a random linear teacher, a fraction ``noise`` of them replaced at random."""
     g = torch.Generator().manual_seed(seed)

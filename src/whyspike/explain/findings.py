@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..run import Run, Series
+from ..run import Series
 from .cause import Context, fmt
 from .causes.running_average import first_epoch_gap
 from .staircase import fit_staircase

@@ -36,7 +36,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import CorruptLogError, EmptyLogError, InputError
 from ..run import Run, Setup, Source, make_series

@@ -525,7 +525,7 @@ class _Recorder:
         folder = self.writer.checkpoint_dir(epoch)
         if folder is None:
             return
-        ops, model = self._ops, self.model
+        model = self.model
         opt_vars = list(self._opt.variables) if self._opt is not None else []
         arrays = {name: [_plain(self._np(v.value)) for v in vs]
                   for name, vs in (("model", model.weights), ("optimizer", opt_vars))}
@@ -599,7 +599,6 @@ class _Recorder:
         bns = [layer for layer in self._layers if isinstance(layer, self._k.layers.BatchNormalization)]
         if not bns or self._train is None or self._val is None:
             return None
-        ops = self._ops
         # every non-trainable variable comes back afterwards: the BN statistics, and the dropout seed states the
         # train-mode passes advance (so recording does not change the training's random stream)
         saved = [(v, self._np(v.value)) for v in self.model.non_trainable_variables]

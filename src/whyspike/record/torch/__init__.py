@@ -85,7 +85,7 @@ signal concerned. NaN losses are recorded as NaN.
 from __future__ import annotations
 
 from ._checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint
-from ._facts import _json_safe, _unwrap_optimizer  # for the Lightning and Hugging Face callbacks
+from ._facts import _json_safe, _unwrap_optimizer  # noqa: F401 - for the Lightning and Hugging Face callbacks
 from ._global_hooks import GlobalHooks, install_global_hooks
 from ._recorder import TIERS, Recorder
 from ._support import new_run_dir
