@@ -205,10 +205,11 @@ def _json_value(text: str) -> Any:
         return None
 
 
-def _history_item(buf: bytes) -> tuple[str | None, Any]:
-    """``(key, value)`` of a HistoryItem; the value as logged (number, dict, ...) or None when it is no number."""
+def _item_fields(buf: bytes) -> tuple[str | None, str | None, bool, Any]:
+    """``(name, value_json, typed, value)`` of a HistoryItem or ConfigItem: key (1), nested_key (2), value_json (16),
+    and the typed value fields newer writers may set in history items instead of / besides value_json."""
     key, nested, value_json = None, [], None
-    typed, value = False, None  # newer writers may set a typed field instead of / besides value_json
+    typed, value = False, None
     for num, wire, val in pw.fields(buf):
         if num == 1 and wire == pw.BYTES:
             key = pw.as_text(val)
@@ -224,9 +225,15 @@ def _history_item(buf: bytes) -> tuple[str | None, Any]:
             typed, value = True, _json_value(pw.as_text(val))
         elif num in (3, 4, 7):  # none / boolean / text: not a curve
             typed, value = True, None
+    return _item_key(key, nested), value_json, typed, value
+
+
+def _history_item(buf: bytes) -> tuple[str | None, Any]:
+    """``(key, value)`` of a HistoryItem; the value as logged (number, dict, ...) or None when it is no number."""
+    name, value_json, typed, value = _item_fields(buf)
     if not typed and value_json is not None:
         value = _json_value(value_json)
-    return _item_key(key, nested), value
+    return name, value
 
 
 def _numeric_leaves(name: str, value: Any, out: dict[str, float]) -> None:
@@ -261,15 +268,7 @@ def _config_items(buf: bytes, config: dict[str, Any]) -> None:
     for num, wire, val in pw.fields(buf):
         if num not in (1, 2) or wire != pw.BYTES:
             continue
-        key, nested, value_json = None, [], None
-        for n2, w2, v2 in pw.fields(val):
-            if n2 == 1 and w2 == pw.BYTES:
-                key = pw.as_text(v2)
-            elif n2 == 2 and w2 == pw.BYTES:
-                nested.append(pw.as_text(v2))
-            elif n2 == 16 and w2 == pw.BYTES:
-                value_json = pw.as_text(v2)
-        name = _item_key(key, nested)
+        name, value_json, _, _ = _item_fields(val)
         if not name or name.startswith("_wandb"):
             continue
         if num == 2:
