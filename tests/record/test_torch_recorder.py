@@ -21,6 +21,17 @@ from whyspike.record.store import RunWriter  # noqa: E402
 from whyspike.record.torch import Recorder, install_global_hooks, load_checkpoint  # noqa: E402
 
 
+def fit_batch(model, opt, rec, xb, yb, outputs=False):
+    """One plain training step on (xb, yb), recorded with rec.step (with logits and labels when ``outputs``)."""
+    opt.zero_grad()
+    out = model(xb)
+    loss = F.cross_entropy(out, yb)
+    loss.backward()
+    opt.step()
+    rec.step(loss=loss, **({"output": out, "target": yb} if outputs else {}))
+    return loss
+
+
 def teacher_data(n=256, d=10, classes=4, noise=0.0, seed=0):
     """Labels from a random linear teacher, a fraction ``noise`` of them replaced at random."""
     g = torch.Generator().manual_seed(seed)
@@ -110,11 +121,7 @@ def test_per_epoch_step_lr_on_both_axes(tmp_path):
     rec = Recorder(opt, model, tmp_path, scheduler=sched, live=False, checkpoints=0)
     for _ in range(6):
         for xb, yb in batches(x, y, 16):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss)
+            fit_batch(model, opt, rec, xb, yb)
         sched.step()
         rec.epoch_end()
     rec.close()
@@ -241,24 +248,14 @@ def test_epoch_end_computes_the_means_without_writing_the_step_rows(tmp_path):
     rec.writer.steps = spy
     for epoch in range(3):
         for xb, yb in batches(x, y, 32, seed=epoch):  # 5 steps per epoch
-            opt.zero_grad()
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss, output=out, target=yb)
+            fit_batch(model, opt, rec, xb, yb, outputs=True)
         rec.epoch_end()
         if epoch == 0:
             assert written == []  # 5 rows < flush_every: nothing handed over at the epoch's end
     assert written == [list(range(8))]  # the drain at the 9th buffered row only (epoch 1 straddles it)
     rec.writer.flush_seconds = 0.0  # the timed flush is due: the epoch's end hands the rows over
     for xb, yb in batches(x, y, 32, seed=3):
-        opt.zero_grad()
-        out = model(xb)
-        loss = F.cross_entropy(out, yb)
-        loss.backward()
-        opt.step()
-        rec.step(loss=loss, output=out, target=yb)
+        fit_batch(model, opt, rec, xb, yb, outputs=True)
     rec.epoch_end()
     assert written == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
     rec.close()
@@ -330,11 +327,7 @@ def test_record_every_n_steps(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, every=4)
     for xb, yb in batches(x, y, 8):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        rec.step(loss=loss)
+        fit_batch(model, opt, rec, xb, yb)
     rec.close()
     for name in ("step/lr", "step/loss"):
         steps, _ = read(tmp_path, name)
@@ -378,11 +371,7 @@ def test_checkpoints_reload_with_weights_only_and_reproduce(tmp_path):
     rec.writer.hold_epochs = 0  # the plain ring: the newest 2 (holding for late detections is tested in test_store)
     for epoch in range(4):
         for xb, yb in batches(x, y, 32, seed=epoch):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss)
+            fit_batch(model, opt, rec, xb, yb)
         sched.step()
         rec.epoch_end()
     rec.close()
@@ -571,11 +560,7 @@ def test_precise_bn_on_a_model_without_batchnorm_says_so_once(tmp_path, capsys):
                    val_loader=val)
     for _ in range(3):
         for xb, yb in train:
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss)
+            fit_batch(model, opt, rec, xb, yb)
         rec.evaluate_precise_bn(train, val)  # asked for by hand too
         rec.epoch_end()
     rec.close()
@@ -597,11 +582,7 @@ def test_unwritable_run_dir_one_message_training_completes(tmp_path, capsys):
     done = 0
     for _ in range(10):
         for xb, yb in batches(x, y, 16):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss)
+            fit_batch(model, opt, rec, xb, yb)
             done += 1
         rec.epoch_end(val_accuracy=0.5)
     assert rec.close() is None
