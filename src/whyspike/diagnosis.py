@@ -78,8 +78,9 @@ def _full_batches(run: Run, s: Series) -> Series:
     samples = run.series.get("step/samples") if s.axis == "step" else None
     if samples is None or s.name == samples.name:
         return s
-    n = dict(zip(samples.x.tolist(), samples.y.tolist()))
-    sizes = np.array([n.get(x, np.nan) for x in s.x.tolist()])
+    # samples.x is sorted and unique (make_series): look every step up at once, NaN where no size was logged
+    i = np.clip(np.searchsorted(samples.x, s.x), 0, len(samples) - 1)
+    sizes = np.where(samples.x[i] == s.x, samples.y[i], np.nan)
     full = np.nanmedian(sizes) if np.isfinite(sizes).any() else np.nan
     keep = ~(sizes < 0.5 * full)
     if keep.all():
