@@ -43,6 +43,7 @@ class Spike:
     window: int = 0  # trend window the change was scored with
     event_locked: bool = False  # tested at a position an event (LR change, resume) pointed to
     start_index: int = 0  # first index of the change (== index for steps)
+    start: float | None = None  # the position of that first point, numbered as the source numbers it
     causes: list = field(default_factory=list)
 
 
@@ -265,4 +266,5 @@ def _to_spike(series: Series, x: np.ndarray, y: np.ndarray, c: _Cand, binom, loc
         window=int(c.w),
         event_locked=locked,
         start_index=int(c.t),
+        start=float(x[c.t]),
     )

@@ -65,7 +65,10 @@ class Context:
         return [c for c in self.lr_changes if c.axis == spike.axis and start - before <= c.at <= start + after]
 
     def start(self, spike: Spike) -> float:
-        s = self.series(spike)
+        """Where the change begins (the first point of a step or of a transient), in the axis' numbering."""
+        if spike.start is not None:
+            return spike.start
+        s = self.series(spike)  # a Spike built by hand: derive it from the index
         finite = s.x[np.isfinite(s.y)]
         return float(finite[min(spike.start_index, len(finite) - 1)])
 
