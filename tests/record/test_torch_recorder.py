@@ -230,9 +230,10 @@ def test_per_batch_loss_and_accuracy_are_the_loops_own(tmp_path, order):
     assert json.loads((tmp_path / "meta.json").read_text())["batch_size"] == 32
 
 
-def test_epoch_end_computes_the_means_without_writing_the_step_rows(tmp_path):
+def test_epoch_rows_wait_for_the_drain_of_their_steps(tmp_path):
     """Step rows reach the writer every ``flush_every`` steps (or when its timed flush is due), not at each epoch
-    end; the epoch row's loss and accuracy are still the means of that epoch's step values, to the last bit."""
+    end, and an epoch's row follows the drain of its last step; its loss and accuracy are still the means of that
+    epoch's step values, to the last bit."""
     x, y, _, _ = teacher_data(n=160)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
@@ -252,7 +253,9 @@ def test_epoch_end_computes_the_means_without_writing_the_step_rows(tmp_path):
         rec.epoch_end()
         if epoch == 0:
             assert written == []  # 5 rows < flush_every: nothing handed over at the epoch's end
+            assert rec.writer.epoch_rows == []  # nor the epoch's row: it waits for its steps' drain
     assert written == [list(range(8))]  # the drain at the 9th buffered row only (epoch 1 straddles it)
+    assert [r["epoch"] for r in rec.writer.epoch_rows] == [0]  # epoch 1's last steps are still buffered
     rec.writer.flush_seconds = 0.0  # the timed flush is due: the epoch's end hands the rows over
     for xb, yb in batches(x, y, 32, seed=3):
         fit_batch(model, opt, rec, xb, yb, outputs=True)
@@ -268,7 +271,7 @@ def test_epoch_end_computes_the_means_without_writing_the_step_rows(tmp_path):
         part = loss_rec[5 * e:5 * e + 5].tolist()
         assert r["loss"] == sum(part) / 5
         assert r["accuracy"] == sum(acc_rec[5 * e:5 * e + 5].tolist()) / 5
-    assert rec._buf.agg == {} and rec._buf.counted == set()
+    assert rec._buf.agg == {} and rec._buf.closing == []
 
 
 def test_gradient_accumulation_averages_the_micro_batches(tmp_path):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 from ..diagnosis import Diagnosis, diagnose
 from ..explain.cause import fmt
 from ..run import Run, Source
+from ._budget import TimeBudget
 from .store import RunWriter
 
 MIN_EPOCHS = 8  # fewer points cannot show a significant change against their own noise
+FIRST_GUESS = 0.01  # seconds a diagnosis of the epoch rows is assumed to take before one has been timed
 
 
 class LiveExplainer:
@@ -19,17 +21,18 @@ class LiveExplainer:
 
     ``budget`` caps the share of wall-clock time spent here: with epochs of a few milliseconds (tiny models) a
     diagnosis every epoch would cost more than the training, so epochs are skipped until the time spent so far is
-    back under budget; the next diagnosis still reports every jump that appeared meanwhile.
+    back under budget; the next diagnosis still reports every jump that appeared meanwhile. ``sync`` is called
+    before a diagnosis (a recorder hands over the epoch rows it still holds), within the budget.
     """
 
-    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.01):
+    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.01,
+                 sync: Callable[[], None] | None = None):
         self.writer = writer
         self.out = out or sys.stdout
         self.quiet = quiet
-        self.budget = budget
+        self.budget = TimeBudget(budget, first_guess=FIRST_GUESS)
+        self.sync = sync
         self.reported: set[tuple[str, float]] = set()
-        self._started = time.perf_counter()
-        self._spent = 0.0
 
     def _epoch_run(self) -> Run:
         import pyarrow as pa
@@ -50,15 +53,17 @@ class LiveExplainer:
 
     def epoch_end(self, force: bool = False) -> list[str]:
         """Lines for the jumps that became significant with this epoch (also printed unless quiet)."""
-        if len(self.writer.epoch_rows) < MIN_EPOCHS:
+        if not force and not self.budget.allows():
             return []
-        now = time.perf_counter()
-        if not force and self._spent > self.budget * (now - self._started):
-            return []
+        began = time.perf_counter()
         try:
+            if self.sync is not None:
+                self.sync()
+            if len(self.writer.epoch_rows) < MIN_EPOCHS:
+                return []
             return self._explain()
         finally:
-            self._spent += time.perf_counter() - now
+            self.budget.charge(time.perf_counter() - began)
 
     def _explain(self) -> list[str]:
         try:

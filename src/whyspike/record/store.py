@@ -13,8 +13,8 @@ Layout (schema ``whyspike/run-v1``)::
                                 confirmed a few epochs later) and those pinned around a detected jump
 
 Crash safety: every file is written under a temporary name and renamed into place, so a ``kill -9`` loses at most
-the rows buffered since the last flush (every ``flush_rows`` steps or ``flush_seconds``, 5 s by default, whichever
-comes first) and a reader never sees half a file. Parts accumulate one per flush; when
+the rows buffered since the last flush (every ``flush_seconds``, 5 s by default, or ``flush_rows`` steps, 50,000,
+whichever comes first: a Parquet file has a fixed cost of a millisecond or two, so parts are few and large) and a reader never sees half a file. Parts accumulate one per flush; when
 more than ``COMPACT_AT`` exist they are merged into one (a crash mid-merge leaves duplicate rows, which readers
 drop: the last value of a step wins). Growth: one float64 column costs ~8 bytes a row before compression, so the
 default tier (about 8 columns) grows by roughly 30-60 MB per million steps on disk.
@@ -35,16 +35,21 @@ from typing import Any
 
 import numpy as np
 
+from ._budget import TimeBudget
+
 SCHEMA = "whyspike/run-v1"
 COMPACT_AT = 64
+# what a first checkpoint is assumed to cost before one has been timed (a small model's torch.save / np.savez and
+# the directory renames): with the 2% budget the first one waits for ~0.1 s of training
+CHECKPOINT_FIRST_GUESS = 0.002
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    # written under a temporary name, then renamed: a reader or a killed process never sees half a file. No fsync:
+    # a kill -9 keeps what the kernel has (only a power cut could lose it), and an fsync costs a tiny model's epoch
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -153,7 +158,7 @@ class RunWriter:
         >>> w.step(0, loss=2.3, lr=0.1); w.epoch(0, val_accuracy=0.5); w.close()
     """
 
-    def __init__(self, path: str | os.PathLike, *, flush_rows: int = 2000, flush_seconds: float = 5.0,
+    def __init__(self, path: str | os.PathLike, *, flush_rows: int = 50_000, flush_seconds: float = 5.0,
                  keep_checkpoints: int = 3, hold_epochs: int = 8, checkpoint_budget: float | None = None):
         self.path = Path(path)
         self.flush_rows = flush_rows
@@ -165,10 +170,9 @@ class RunWriter:
         # checkpoints may take at most this share of wall-clock time: with epochs of a few milliseconds (tiny
         # models) one per epoch would cost more than the training, so some epochs are then skipped
         # (WHYSPIKE_CHECKPOINT_BUDGET=1 turns the budget off: a checkpoint every epoch, whatever it costs)
-        self.checkpoint_budget = checkpoint_budget if checkpoint_budget is not None else \
-            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.02"))
-        self._started = time.perf_counter()
-        self._ckpt_spent = 0.0
+        self.checkpoint_budget = TimeBudget(
+            checkpoint_budget if checkpoint_budget is not None else
+            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.02")), first_guess=CHECKPOINT_FIRST_GUESS)
         self._ckpt_began: float | None = None
         self.broken: str | None = None  # why writing stopped, once it has
         self._lock = threading.Lock()
@@ -292,10 +296,9 @@ class RunWriter:
         """A fresh directory for the checkpoint of ``epoch`` (None once writing has stopped)."""
         if self.broken is not None:
             return None
-        now = time.perf_counter()
-        if self._ckpt_spent > self.checkpoint_budget * (now - self._started):
+        if not self.checkpoint_budget.allows():
             return None  # over the time budget: skip this epoch's checkpoint
-        self._ckpt_began = now
+        self._ckpt_began = time.perf_counter()
         d = self.path / "checkpoints" / f"epoch-{int(epoch):04d}.tmp"
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -323,7 +326,7 @@ class RunWriter:
 
         self._guard(commit)
         if self._ckpt_began is not None:
-            self._ckpt_spent += time.perf_counter() - self._ckpt_began
+            self.checkpoint_budget.charge(time.perf_counter() - self._ckpt_began)
             self._ckpt_began = None
 
     def pin(self, epoch: int) -> None:

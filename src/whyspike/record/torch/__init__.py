@@ -34,9 +34,10 @@ Epochs are numbered from 0 (``first_epoch``) in the order of ``rec.epoch_end()``
 What each tier costs:
 
 - ``default``: per recorded step, on the host, the LR, momentum / betas and weight decay read from parameter group
-  0 as plain Python floats (no tensor op; a tensor LR is copied) and, on the device, ``loss.detach()`` (the true
-  per-batch loss, kept there until the flush). Sampled every ``sample_every`` recorded steps (8 by default: steps
-  0, 8, 16, ...), because on a 120 µs step the norm alone costs 9%: the global gradient norm before clipping (one
+  0 as plain Python floats, put in the row only when they changed (the drain fills the steps between; a tensor LR
+  is copied every step) and, on the device, ``loss.detach()`` (the true per-batch loss, kept there until the
+  flush). Sampled, about once per 4 ms of training (every step when steps take 4 ms or more, every ~30th on a
+  0.13 ms micro-step; ``sample_every`` fixes it): the global gradient norm before clipping (one
   ``torch._foreach_norm`` over the gradients, per-tensor norms kept) and, when ``output``/``target`` are given,
   the batch accuracy (``argmax(-1) == target``, the vector of hits kept); the other rows have no value there
   (null, not logged). When the loop calls ``torch.nn.utils.clip_grad_norm_``, the pre-clip norm it returns is free
@@ -44,9 +45,9 @@ What each tier costs:
   drain stacks what the buffered steps kept, computes each step's global gradient norm and hit count with one
   vectorised op per column, copies everything to the host in one transfer per device, and hands the rows to the
   run writer as one block of columns (``RunWriter.steps``); they go to Parquet (a part per ``RunWriter`` flush).
-  Per epoch: the rows still buffered are drained (one host copy), and one checkpoint of model + optimizer state is
-  written (``checkpoints`` newest kept, plus those around detected jumps; the run writer skips epochs to keep them
-  within its time budget).
+  An epoch's row (mean batch loss and accuracy, last LR, the values given to ``epoch_end``) follows the drain of
+  its last step. Per epoch one checkpoint of model + optimizer state is written (``checkpoints`` newest kept, plus
+  those around detected jumps; the run writer skips epochs to keep them within its time budget).
 - ``detailed`` (opt-in): the gradient norm and accuracy at every recorded step; additionally, every
   ``detail_every`` steps a copy of all parameters (one model's worth of
   memory, briefly) to measure the update-to-weight ratio per layer, and the batch's label histogram; per epoch the
@@ -56,23 +57,13 @@ What each tier costs:
   validation with BatchNorm statistics recomputed on ``bn_batches`` training batches (PreciseBN: a deep copy of the
   model and ``bn_batches`` extra forward passes per epoch).
 
-Measured, recorder on vs off side by side in one process (hand-written loop calling
-``rec.step(loss=loss, output=logits, target=y)`` every step and ``rec.epoch_end()`` every 32, one torch thread,
-torch 2.13 on a 2-core x86 VM; median per-step time of 7 interleaved rounds of 640 steps, epoch-end work excluded):
-
-===========================================  ==============  ==============================
-MLP 10-128-10, batch 32 (~120 µs a step)     every step      sampled every 8 (the default)
-===========================================  ==============  ==============================
-default tier, every=1                        +24% (before)   +11% (now)
-===========================================  ==============  ==============================
-
-A micro-step is ~30 small torch ops of ~4 µs each; the gradient norm (``foreach_norm`` over 4 tensors, ~11 µs,
-9%) and the accuracy (``argmax`` and ``==``, ~8 µs, 6%) are why they are sampled; what remains per step is
-``loss.detach()``, the hooks and the row (~3 µs of Python), and the allocator / garbage-collector work of the
-kept tensors. The time added is roughly fixed per step, so it falls under 5% once steps take a few milliseconds.
-``epoch_end`` adds a fixed ~0.5-0.9 ms an epoch on the MLP: the drain of the epoch's rows (one block of columns),
-the checkpoint (kept within the run writer's time budget) and the live explanation (~0.1-0.2 ms);
-``benchmarks/bench_recording_overhead.py`` counts those too.
+Measured (``benchmarks/recording_overhead.md``, recorder on vs off side by side in one process, CPU time): on the
+seed's 10-128-10 MLP (a 0.13 ms step of ~30 small torch ops) every Python statement the recorder runs per step
+costs several times what it costs in a tight loop, because the training's own ops leave the caches cold; the
+gradient norm (``foreach_norm``) and the ``argmax`` cost ~40 µs there, hence their sampling. The time added is
+roughly fixed per step, so it falls under 5% once steps take a few milliseconds. Per epoch the checkpoint and the
+live explanation keep within their time budgets (2% and 1% of wall time, the expected cost of the next one
+included).
 
 Not done, on purpose: computing the accuracy at the drain from kept references to the logits and labels would save
 ~5 µs a step on the MLP, but labels and outputs are often rewritten without PyTorch noticing (a reused label buffer

@@ -43,9 +43,11 @@ class OptimizerView:
         groups = opt.param_groups
         return len(groups) == self.n_groups and groups[0] is self.group0
 
-    def read_hyper(self, row: dict, suffix: str) -> None:
-        """Put group 0's hyper-parameters, as they are now, into ``row``: plain floats are read as they are, no
-        tensor op (a tensor LR is copied, as a scheduler updates it in place)."""
+    def read_hyper(self, row: dict, suffix: str, last: dict) -> None:
+        """Put group 0's hyper-parameters that changed since the last step into ``row`` (``last`` holds, per
+        column, the float recorded last; the drain fills the steps in between, see ``StepBuffer.hyper``). Plain
+        floats are compared by identity, no tensor op; a tensor LR is copied every step (schedulers update it in
+        place)."""
         g = self.group0
         cols = self._cols.get(suffix)
         if cols is None:
@@ -54,4 +56,9 @@ class OptimizerView:
             v = g[key]
             if i >= 0:
                 v = v[i]
-            row[col] = v if v.__class__ is float else _frozen(v)
+            if v.__class__ is float:
+                if last.get(col) is not v:
+                    row[col] = last[col] = v
+            else:
+                row[col] = _frozen(v)
+                last.pop(col, None)

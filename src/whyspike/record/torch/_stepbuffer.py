@@ -107,12 +107,19 @@ def _counts(hits: list, rows: list, cols: list, sink: _Sink, torch) -> None:
 
 
 def _scalars(values: list, rows: list, cols: list, sink: _Sink, torch) -> None:
-    """0-d tensors (losses, norms, extra values): one stack per device and dtype."""
-    for idx in _groups([(v.device, v.dtype) for v in values]):
+    """0-d tensors (losses, norms, extra values): one stack for all of them (dtypes promote), or one per device
+    when they live on several."""
+    try:
+        sink.add(torch.stack(values), rows, cols)
+        return
+    except RuntimeError:  # tensors on different devices
+        pass
+    for idx in _groups([v.device for v in values]):
         sink.add(torch.stack([values[i] for i in idx]), [rows[i] for i in idx], [cols[i] for i in idx])
 
 
 _NUMBERS = {float, int}
+_PLAIN = {float, int, type(None)}
 
 
 def _column(col: list):
@@ -137,8 +144,12 @@ class StepBuffer:
         # per epoch: the per-step losses / accuracies drained so far (summed at the epoch's end, in step order, as
         # one ``sum``) and the last LR with its step
         self.agg: dict[int, dict[str, Any]] = {}
-        # buffered steps already in their epoch's means (closed by :meth:`epoch_means` before their drain)
-        self.counted: set[int] = set()
+        # hyper-parameter columns (LR, momentum, ...) are put in a row only when their value changed: per column,
+        # the last float recorded (the recorder's) and the last value written (the drain's, to fill the steps between)
+        self.hyper: dict[str, float] = {}
+        self.hyper_written: dict[str, Any] = {}
+        # ended epochs waiting for their last steps to be drained: (epoch, values, fallback, label)
+        self.closing: list[tuple[int, dict, dict, int]] = []
 
     def row(self, step: int) -> dict[str, Any]:
         row = self.rows.get(step)
@@ -153,16 +164,18 @@ class StepBuffer:
         receive values)."""
         buffered = self.rows
         if not buffered:
+            self._emit()
             return
         if self.writer.broken:
             buffered.clear()  # nothing can be written any more: do not grow in memory
-            self.counted.clear()
+            self.closing.clear()
             return
         keys = sorted(buffered)
         if not everything:
             keys = keys[:-1]  # the newest step may still receive values
         n = len(keys)
         if not n:
+            self._emit()
             return
         # rows -> columns (lists with None where a step has no value), one pass
         cols: dict[str, list] = {}
@@ -173,8 +186,29 @@ class StepBuffer:
                 if col is None:
                     col = cols[c] = [None] * n
                 col[i] = v
+        self._fill_hyper(cols)
         self._to_host(cols)
         self._write(keys, cols)
+        self._emit()
+
+    def _fill_hyper(self, cols: dict[str, list]) -> None:
+        """Hyper-parameter columns hold a value only where it changed: carry each forward over the steps between
+        (from the previous drain too). Steps before a column's first value stay empty."""
+        written = self.hyper_written
+        for c in self.hyper.keys() | written.keys():
+            col = cols.get(c)
+            prev = written.get(c)
+            if col is None:
+                if prev is not None:
+                    cols[c] = [prev] * len(cols["epoch"])
+                continue
+            for i, v in enumerate(col):
+                if v is None:
+                    col[i] = prev
+                else:
+                    prev = v
+            if prev is not None:
+                written[c] = prev
 
     @staticmethod
     def _to_host(cols: dict[str, list]) -> None:
@@ -184,11 +218,22 @@ class StepBuffer:
         nr, nc, nv = [], [], []  # NormParts: column lists, indices, per-tensor norms
         cr, cc, cv = [], [], []  # Count
         pr, pc, pv = [], [], []  # plain tensors
-        plain = (float, int, type(None))
+        tensors_or_none = {tensor_t, type(None)}
         for col in cols.values():
+            kinds = set(map(type, col))
+            if kinds <= _PLAIN:  # numbers only (LR, momentum, epoch): nothing to copy
+                continue
+            if kinds <= tensors_or_none and all(v.dim() == 0 for v in col if v is not None):
+                # a column of 0-d tensors (the loss): taken whole, without a look at each cell's class
+                for i, v in enumerate(col):
+                    if v is not None:
+                        pr.append(col)
+                        pc.append(i)
+                        pv.append(v)
+                continue
             for i, v in enumerate(col):
                 cls = v.__class__
-                if cls in plain:
+                if cls in _PLAIN:
                     continue
                 if cls is NormParts:
                     nr.append(col)
@@ -216,14 +261,7 @@ class StepBuffer:
     def _write(self, keys: list[int], cols: dict[str, list]) -> None:
         """Per-step normalisations, the epoch aggregates, then one ``RunWriter.steps`` call."""
         _normalise(cols)
-        counted = self.counted
-        if counted:  # steps already in the means of their (closed) epoch
-            idx = [i for i, k in enumerate(keys) if k not in counted]
-            counted.difference_update(keys)
-        else:
-            idx = range(len(keys))
-        if idx:
-            self._account(keys, cols, idx)
+        self._account(keys, cols, range(len(keys)))
         block: dict[str, Any] = {"step": np.asarray(keys, dtype=np.float64)}
         for c, col in cols.items():
             block[c] = _column(col)
@@ -258,26 +296,31 @@ class StepBuffer:
                             agg["lr"], agg["lr_step"] = lr[i], keys[i]
                         break
 
-    def epoch_means(self, epoch: int) -> dict[str, float]:
-        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read).
+    def close_epoch(self, epoch: int, values: dict[str, Any], fallback: dict[str, Any], label: int | None = None) -> None:
+        """The epoch ``epoch`` has ended: its row (mean batch loss / accuracy, the last LR recorded in it, then
+        ``values``; ``fallback`` for what the steps did not give) is handed to the writer, as epoch ``label``, once its
+        last buffered step has been drained. Copying those steps to the host now would cost a transfer per epoch:
+        with epochs of a few milliseconds, more than everything else the recorder does."""
+        self.closing.append((epoch, values, fallback, epoch if label is None else label))
+        self._emit()
 
-        The epoch's steps still buffered are not drained (their rows are written with the next drain): their loss,
-        accuracy and LR are copied to the host (one transfer), left in their rows as floats for that drain, and
-        counted now; the values are those the drain would have given."""
-        rows = self.rows
-        pending = sorted(k for k, r in rows.items() if r["epoch"] == epoch and k not in self.counted)
-        if pending:
-            cols = {c: [rows[k].get(c) for k in pending] for c in _MEAN_COLUMNS}
-            cols = {c: col for c, col in cols.items() if any(v is not None for v in col)}
-            self._to_host(cols)
-            for c, col in cols.items():  # the floats back in their rows: the drain reads them as they are
-                for k, v in zip(pending, col):
-                    if v is not None:
-                        rows[k][c] = v
-            cols["epoch"] = [epoch] * len(pending)
-            _normalise(cols)
-            self._account(pending, cols, range(len(pending)))
-            self.counted.update(pending)
+    def _emit(self) -> None:
+        """Rows of the closed epochs whose steps have all been drained, in order."""
+        closing = self.closing
+        while closing:
+            epoch, values, fallback, label = closing[0]
+            if any(r["epoch"] == epoch for r in self.rows.values()):
+                return
+            closing.pop(0)
+            row = self._means(epoch)
+            for k, v in fallback.items():
+                if k not in row and v is not None:
+                    row[k] = v
+            row.update(values)
+            self.writer.epoch(label, **row)
+
+    def _means(self, epoch: int) -> dict[str, float]:
+        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read)."""
         agg = self.agg.pop(epoch, None) or {}
         row: dict[str, Any] = {}
         for col in ("loss", "accuracy"):
@@ -289,8 +332,6 @@ class StepBuffer:
         return row
 
 
-# the columns the epoch means are drawn from
-_MEAN_COLUMNS = ("loss", "_n_loss", "accuracy", "_accuracy_n", "lr")
 # values kept per epoch and column before they are summed into one
 _KEEP = 1 << 16
 
