@@ -783,3 +783,24 @@ def test_step_with_a_closure_reads_gradients_and_loss_after_it(tmp_path, mode):
     np.testing.assert_allclose(run.series["step/loss"].y, losses, rtol=1e-6)
     assert run.series["step/grad_norm"].x.tolist() == [0]  # sampled every 8 steps in the default tier
     np.testing.assert_allclose(run.series["step/grad_norm"].y, norms[::8], rtol=1e-5)
+
+
+def test_sampled_accuracy_gives_no_epoch_mean(tmp_path):
+    """An epoch's accuracy is the mean over every recorded step, or absent: the mean of a sampled few would swing
+    with the sample and show jumps that never happened (the sampled values stay in the step rows)."""
+    x, y, _, _ = teacher_data(n=160)
+    rows = {}
+    for every in (1, 4):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.2)
+        rec = Recorder(opt, model, tmp_path / str(every), live=False, checkpoints=0, sample_every=every)
+        for epoch in range(2):
+            for xb, yb in batches(x, y, 32, seed=epoch):
+                fit_batch(model, opt, rec, xb, yb, outputs=True)
+            rec.epoch_end()
+        rec.close()
+        rows[every] = rec.writer.epoch_rows
+        steps, acc = read(tmp_path / str(every), "step/accuracy")
+        assert np.isfinite(acc).sum() == (10 if every == 1 else 3)  # steps 0, 4, 8 sampled
+    assert all("accuracy" in r and "loss" in r for r in rows[1])
+    assert all("accuracy" not in r and "loss" in r for r in rows[4])

@@ -46,7 +46,8 @@ What each tier costs:
   vectorised op per column, copies everything to the host in one transfer per device, and hands the rows to the
   run writer as one block of columns (``RunWriter.steps``); they go to Parquet (a part per ``RunWriter`` flush).
   An epoch's row (mean batch loss and accuracy, last LR, the values given to ``epoch_end``) follows the drain of
-  its last step. Per epoch one checkpoint of model + optimizer state is written (``checkpoints`` newest kept, plus
+  its last step; a mean is written only when every recorded step of the epoch has the value (a sampled accuracy
+  has no epoch mean: the mean of a few sampled batches would swing with the sample). Per epoch one checkpoint of model + optimizer state is written (``checkpoints`` newest kept, plus
   those around detected jumps; the run writer skips epochs to keep them within its time budget).
 - ``detailed`` (opt-in): the gradient norm and accuracy at every recorded step; additionally, every
   ``detail_every`` steps a copy of all parameters (one model's worth of

@@ -281,7 +281,8 @@ class StepBuffer:
         for e, ix in spans.items():
             agg = agg_all.get(e)
             if agg is None:
-                agg = agg_all[e] = {"loss": [], "n_loss": 0, "accuracy": [], "n_accuracy": 0}
+                agg = agg_all[e] = {"loss": [], "n_loss": 0, "accuracy": [], "n_accuracy": 0, "rows": 0}
+            agg["rows"] += len(ix)
             for name, col in (("loss", loss), ("accuracy", acc)):
                 if col is not None:
                     vals = agg[name]
@@ -320,12 +321,16 @@ class StepBuffer:
             self.writer.epoch(label, **row)
 
     def _means(self, epoch: int) -> dict[str, float]:
-        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read)."""
+        """Mean batch loss / accuracy of ``epoch`` and the last LR recorded in it (forgotten once read).
+
+        A mean is given only when every recorded step of the epoch has the value: the mean of a sampled few
+        (the default tier samples the accuracy of micro-steps) would swing from epoch to epoch with the sample and
+        show jumps that never happened; the sampled values stay in the step rows."""
         agg = self.agg.pop(epoch, None) or {}
         row: dict[str, Any] = {}
         for col in ("loss", "accuracy"):
             vals = agg.get(col)
-            if vals:
+            if vals and len(vals) + agg["n_" + col] >= agg["rows"]:
                 row[col] = sum(vals) / (len(vals) + agg["n_" + col])
         if "lr" in agg:
             row["lr"] = agg["lr"]
