@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from ..errors import WhyspikeError
 from .diagnose import diagnose_cmd
+from .report import report_cmd
 from .run import run_cmd
 
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(diagnose_cmd)
 cli.add_command(run_cmd)
+cli.add_command(report_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
