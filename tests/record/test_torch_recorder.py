@@ -804,3 +804,22 @@ def test_sampled_accuracy_gives_no_epoch_mean(tmp_path):
         assert np.isfinite(acc).sum() == (10 if every == 1 else 3)  # steps 0, 4, 8 sampled
     assert all("accuracy" in r and "loss" in r for r in rows[1])
     assert all("accuracy" not in r and "loss" in r for r in rows[4])
+
+
+def test_an_epoch_row_has_the_wall_time_of_the_epochs_end(tmp_path):
+    import time
+
+    x, y, _, _ = teacher_data(n=64)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0)
+    ends = []
+    for epoch in range(2):
+        for xb, yb in batches(x, y, 32, seed=epoch):
+            fit_batch(model, opt, rec, xb, yb)
+        rec.epoch_end()
+        ends.append(time.time())
+        time.sleep(0.2)
+    rec.close()  # the rows are handed over here, 0.2 s and more after their epochs ended
+    walls = [r["wall_time"] for r in rec.writer.epoch_rows]
+    assert all(abs(w - e) < 0.1 for w, e in zip(walls, ends)), (walls, ends)

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from ..errors import WhyspikeError
+from .demo import demo_cmd
 from .diagnose import diagnose_cmd
 from .report import report_cmd
 from .run import run_cmd
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(diagnose_cmd)
 cli.add_command(run_cmd)
 cli.add_command(report_cmd)
+cli.add_command(demo_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,15 @@ class Context:
         return [o for o in self.spikes if o is not spike and o.axis == spike.axis and o.metric != spike.metric
                 and abs(self.start(o) - self.start(spike)) <= max(self.radius(spike, epochs), self.radius(o, epochs))]
 
+    def full_batch(self) -> int | None:
+        """The batch size when every step sees the whole training set (full-batch gradient descent), else None.
+
+        Such a run has no minibatch sampling noise: its loss curve is deterministic given the initialization."""
+        st = self.run.setup
+        if st.batch_size and st.train_size and st.batch_size >= st.train_size:
+            return int(st.batch_size)
+        return None
+
     def events_near(self, spike: Spike, kinds: tuple[str, ...], radius: float | None = None):
         radius = self.radius(spike) if radius is None else radius
         start = self.start(spike)

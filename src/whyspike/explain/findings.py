@@ -34,6 +34,10 @@ def lr_vanished(ctx: Context) -> list[Finding]:
         x, y = lr.x[ok], lr.y[ok]
         if len(y) < 3 or y[0] <= 0 or y.min() > 1e-4 * y[0]:
             continue
+        # a schedule annealed to ~0 at the very end (cosine, linear decay) is not a stall: the LR must vanish while
+        # at least a quarter of the run is still ahead, measured against its peak (a warmup starts near 0)
+        if np.argmax(y < 1e-4 * y.max()) >= 0.75 * len(y) or y.min() > 1e-4 * y.max():
+            continue
         stair = fit_staircase(y, _rate_hint(ctx)) if lr.axis == "epoch" else None
         initial = stair.initial if stair else float(y[0])
         # the LR still to be spent after position i, against what was spent up to it; below 10% the run has
@@ -151,10 +155,15 @@ def running_average_metric(ctx: Context) -> list[Finding]:
         gap = first_epoch_gap(ctx, kind)
         if gap:
             tr, va, t0, v0 = gap
-            out.append(Finding("running_average_metric",
-                               f"{tr} in the first epoch ({fmt(t0)}) is far worse than {va} ({fmt(v0)}): the train "
-                               "metric is averaged over the epoch while the model changes (Keras and most training loops report it so), "
-                               "which makes epoch 2 look like a jump", None, tr, "info"))
+            msg = (f"{tr} in the first epoch ({fmt(t0)}) is far worse than {va} ({fmt(v0)}): the train metric is "
+                   "averaged over the epoch while the model changes (Keras and most training loops report it so), "
+                   "which makes epoch 2 look like a jump")
+            at_end = ctx.run.series.get(f"train_eval_{kind}")
+            e0 = at_end.value_at(ctx.run.series[tr].x[0]) if at_end is not None else None
+            if e0 is not None and np.isfinite(e0):
+                msg += (f"; the same training set evaluated with the first epoch's final weights "
+                        f"({at_end.name}) gives {fmt(e0)}")
+            out.append(Finding("running_average_metric", msg, None, tr, "info"))
             break
     return out
 

@@ -22,13 +22,17 @@ _ACC = {"acc", "accuracy", "top1", "top5", "acc1", "acc5", "f1", "precision", "r
         "iou", "miou", "dice", "bleu", "rouge", "r2", "correct", "exact", "match", "em", "score", "ap"}
 _LOSS = {"loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "nll", "xent", "ce", "wer", "cer",
          "crossentropy", "bpc", "bpd"}
+# settings of the data pipeline a loop may log next to its metrics (an augmentation strength, a frozen flag, an
+# image size): levels a person set, not measurements, so they are evidence (data_pipeline) and never jumps themselves
+_PIPELINE = {"aug", "augment", "augmentation", "augmentations", "mosaic", "mixup", "cutmix", "freeze", "frozen",
+             "unfreeze", "unfrozen", "imgsz", "resolution", "curriculum"}
 _META = {"epoch", "step", "steps", "iteration", "iter", "time", "timestamp", "runtime", "walltime", "wall",
          "samples", "tokens", "flos", "global", "per", "second", "sec"}
 
 
 @dataclass(frozen=True)
 class Role:
-    """``kind``: accuracy | loss | lr | weight_norm | grad_norm | momentum | weight_decay | meta | metric.
+    """``kind``: accuracy | loss | lr | weight_norm | grad_norm | momentum | weight_decay | pipeline | meta | metric.
 
     ``split``: train | val | None (unknown). ``percent``: an accuracy logged on a 0-100 scale.
     """
@@ -81,6 +85,8 @@ def classify(name: str, values: np.ndarray | None = None) -> Role:
         return Role("loss", split or "train", False, percent=_looks_percent(values) and "err" in joined)
     if tset & _ACC:
         return Role("accuracy", split or "train", True, percent=_looks_percent(values))
+    if tset & _PIPELINE:
+        return Role("pipeline", split, None)
     if tset and tset <= _META | {"s", "lrs"} or tset & {"epoch", "step", "time", "runtime", "timestamp"}:
         return Role("meta", split, None)
     return Role("metric", split, None)

@@ -2,6 +2,7 @@
 
 from . import (
     batchnorm_statistics,
+    data_pipeline,
     eval_noise,
     grokking,
     lr_schedule,
@@ -14,7 +15,7 @@ from . import (
 )
 
 # Order only breaks ties in confidence; every module is asked about every spike.
-MODULES = (lr_schedule, lr_warmup, resume, running_average, grokking, optimization_instability,
+MODULES = (lr_schedule, lr_warmup, resume, data_pipeline, running_average, grokking, optimization_instability,
            batchnorm_statistics, plateau_escape, eval_noise, stochastic)
 
 __all__ = ["MODULES"]

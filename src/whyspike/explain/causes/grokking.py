@@ -47,6 +47,9 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
         if wd:
             conf += 0.05
             ev.append(f"weight decay is on ({fmt(wd)})")
+        elif wd == 0:  # known to be off: the usual driver of a late generalization is missing
+            conf -= 0.25
+            ev.append("but weight decay is off (0), and without it a late rise in generalization rarely comes")
         return Cause("grokking", min(conf, 0.9), ev,
                      "the rise comes at the same point with weight decay off, or does not move when lr*wd changes",
                      "re-run with weight decay x0.5 and x2: a grokking jump moves roughly as 1/(lr*wd); with wd=0 it "

@@ -15,7 +15,10 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
         return None
     y = s.y[np.isfinite(s.y)]
     i = spike.start_index
-    pre = y[max(0, i - 3 * max(spike.window, 5)) : i]
+    # the stretch before the jump, less its last few points: an escape accelerates smoothly, and the detector
+    # places the change in the middle of that descent
+    onset = max(1, spike.window // 4)
+    pre = y[max(0, i - 3 * max(spike.window, 5)) : max(0, i - onset)]
     if len(pre) < 8:
         return None
     drift = abs(pre[-1] - pre[0])
@@ -23,7 +26,8 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
         return None  # it was still moving: not a plateau
     rest = y[i:]
     total = abs(np.nanmax(y) - np.nanmin(y))
-    if total <= 0 or spike.size < 0.2 * total:
+    # large against the whole curve, or against where it stood (the later, smaller steps of a staircase)
+    if total <= 0 or (spike.size < 0.2 * total and spike.size < 0.3 * abs(spike.before)):
         return None
     unit = ctx.unit(spike.axis)
     return Cause("plateau_escape", 0.45,

@@ -25,9 +25,21 @@ def first_epoch_gap(ctx: Context, kind: str = "accuracy") -> tuple[str, str, flo
             continue
         scale = tr.role.scale if kind == "accuracy" else max(abs(v0), 1e-12)
         worse = (v0 - t0) if kind == "accuracy" else (t0 - v0)
-        if worse > 0.1 * scale:
+        if worse > 0.1 * scale and _closes(tr, va, kind, worse):
             return tr.name, va.name, t0, v0
     return None
+
+
+def _closes(tr, va, kind: str, first_gap: float) -> bool:
+    """The gap is the first epoch's only: by the second it has (at least) halved. A gap that stays (training labels
+    noisier than validation's, augmented training batches) has another cause than the averaging."""
+    if len(tr) < 2 or len(va) < 2 or tr.x[1] != va.x[1]:
+        return True  # nothing to compare with: the first epoch alone speaks
+    t1, v1 = float(tr.y[1]), float(va.y[1])
+    if not (np.isfinite(t1) and np.isfinite(v1)):
+        return True
+    gap = (v1 - t1) if kind == "accuracy" else (t1 - v1)
+    return gap <= 0.5 * first_gap
 
 
 def assess(spike: Spike, ctx: Context) -> Cause | None:

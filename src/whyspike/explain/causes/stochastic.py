@@ -6,6 +6,7 @@ import numpy as np
 
 from ...detect import Spike
 from ..cause import Cause, Context, fmt
+from .resume import _rewind_before
 
 
 def assess(spike: Spike, ctx: Context) -> Cause | None:
@@ -13,9 +14,16 @@ def assess(spike: Spike, ctx: Context) -> Cause | None:
     r = ctx.radius(spike, epochs=3)
     near_lr = ctx.changes_near(spike, before=r, after=r)
     near_ev = ctx.events_near(spike, ("step_rewind", "wall_gap", "run_start"), r)
-    if near_lr or near_ev:
+    if near_lr or near_ev or _rewind_before(spike, ctx):
         return Cause("stochastic", 0.05, ["a logged event sits near the jump, which makes chance the weaker reading"],
                      "the jump keeps its position across seeds", "re-run with 3 seeds")
+    full = ctx.full_batch()
+    if full:
+        return Cause("stochastic", 0.05,
+                     [f"every step uses the whole training set ({full} examples): there is no minibatch sampling "
+                      "noise, so chance can only enter through the initialization"],
+                     "the jump moves or vanishes with another initialization seed",
+                     "re-run with 3 initialization seeds")
     conf = 0.35 if spike.shape == "transient" else 0.25
     ev = [f"no learning-rate change, resume or other logged event within {fmt(r)} {unit}s of {fmt(spike.at)}"]
     if spike.significance < 8:

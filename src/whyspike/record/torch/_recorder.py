@@ -349,6 +349,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         # close, before a live diagnosis, and here when the writer's timed flush is due, so that a crash loses at
         # most ``flush_seconds`` of rows)
         row: dict[str, Any] = self._detailed_epoch() if self.detailed else {}
+        row["wall_time"] = time.time()  # the epoch's end, not the later drain that hands the row over
         row.update(self._epoch_extra)
         self._epoch_extra = {}
         row.update({k: v for k, v in values.items() if v is not None})
