@@ -8,6 +8,8 @@ from .. import __version__
 from ..errors import WhyspikeError
 from .demo import demo_cmd
 from .diagnose import diagnose_cmd
+from .landscape import landscape_cmd
+from .probe import probe_cmd
 from .report import report_cmd
 from .run import run_cmd
 
@@ -19,9 +21,11 @@ def cli() -> None:
 
 
 cli.add_command(diagnose_cmd)
-cli.add_command(run_cmd)
-cli.add_command(report_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(run_cmd)
+cli.add_command(landscape_cmd)
+cli.add_command(report_cmd)
+cli.add_command(probe_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,10 @@ EXIT_SPIKE = 3
 @click.option("--eval-size", type=click.IntRange(min=1), default=None,
               help="Examples in the evaluation set (otherwise inferred from the accuracies' granularity).")
 @click.option("--fail-on-spike", is_flag=True, help=f"Exit {EXIT_SPIKE} when a significant jump is found (for CI).")
+@click.option("--probes", "probes", default=None, type=click.Path(dir_okay=False),
+              help="A probe study's result.json (whyspike probe): its verdicts confirm or refute the causes.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every jump and more evidence.")
-def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size, fail_on_spike, verbose):
+def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size, fail_on_spike, probes, verbose):
     """Explain the significant jumps in the training log at PATH (file or directory)."""
     known = formats()
     if input_format is not None and input_format not in known:
@@ -45,6 +47,8 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         if status is not None:
             status.update(f"looking for jumps in {len(run.series)} series")
         result = diagnose(run, metric=metric)
+    if probes is not None:
+        _fold_probes(result, probes, err)
     if output == "json":
         from ..outputs import to_json
 
@@ -55,6 +59,25 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         render_text(result, verbose=verbose)
     if fail_on_spike and result.spikes:
         raise click.exceptions.Exit(EXIT_SPIKE)
+
+
+def _fold_probes(result, path: str, err: Console) -> None:
+    import json
+
+    from ..errors import InputError
+    from ..probe.fold import fold
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"is not a readable probe result ({exc})",
+                         "pass the result.json of a `whyspike probe` study") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "whyspike/probe-v1":
+        raise InputError(path, "is not a probe result (schema whyspike/probe-v1)",
+                         "pass the result.json of a `whyspike probe` study")
+    if not fold(result, doc):
+        err.print(f"whyspike: the probe study is about epoch {doc.get('spike', {}).get('at')}, where this log shows "
+                  "no significant jump: its verdicts were not applied")
 
 
 __all__ = ["diagnose_cmd"]

@@ -10,7 +10,10 @@ Before the script runs (:class:`Injection`):
 - every ``keras.Model.fit`` call gets a :class:`~whyspike.record.keras.WhyspikeCallback`, one run directory per
   call; ``WHYSPIKE_MAX_EPOCHS=N`` caps the epochs of each call (CI shortens runs without editing the script);
 - when the script imports torch itself (not through Keras) and ``whyspike.record.torch.install_global_hooks``
-  exists, hand-written PyTorch loops are recorded too (a run directory that ends up empty is removed).
+  exists, hand-written PyTorch loops are recorded too (a run directory that ends up empty is removed);
+- ``WHYSPIKE_INTERVENE`` (JSON ``{"NAME": "VALUE"}``) changes one factor of the training — seeds, LR schedule,
+  momentum, batch size, a branch from a checkpoint, ...: see :mod:`whyspike.record._intervene` (applied when the
+  seeds are set and at each ``fit``). The black-box probe engine runs every replica this way.
 
 The hooks wait for the modules to be imported (a post-import hook on ``sys.meta_path``), so nothing heavy is
 imported before the script asks for it.
@@ -69,6 +72,9 @@ class Options:
     live: bool = True
     threads: int | None = None
     max_epochs: int | None = None
+    # detailed tier, fit without validation data: recompute BatchNorm statistics and evaluate on the training arrays
+    # (the probe engine's BN re-evaluation compares that with the eval-mode training metrics)
+    bn_eval_on_train: bool = False
 
 
 @dataclass
@@ -291,6 +297,7 @@ class Injection:
         self._stamp = time.strftime("%Y%m%d-%H%M%S")
         self._said: set[str] = set()
         self._in_fit = False
+        self.intervener = None  # set by install() when WHYSPIKE_INTERVENE asks for interventions
 
     # -- setup / teardown
     def __enter__(self) -> Injection:
@@ -316,6 +323,7 @@ class Injection:
             self._finder.standins["tensorflow"] = _fill_tensorflow
         self._finder.on_import("keras", self._patch_keras)
         self._finder.on_import("torch", self._on_torch)
+        self._install_interventions()
 
     def uninstall(self) -> None:
         while self._restore:
@@ -373,6 +381,7 @@ class Injection:
                 bound = signature.bind(model, *args, **kwargs)
             except TypeError:
                 return original(model, *args, **kwargs)  # Keras says what is wrong with the call
+            probe = injection._intervene_fit(model, bound)  # raises InterventionError into the script
             callback, own = injection._attach(model, bound)
             injection._in_fit = True
             try:
@@ -382,6 +391,8 @@ class Injection:
                 if callback is not None:
                     if not own:
                         callback.close()
+                    if probe is not None:
+                        injection.intervener.after_fit(probe, callback)
                     if callback.run_dir is not None:
                         injection.runs.append(RecordedRun(Path(callback.run_dir), "keras",
                                                           getattr(model, "name", "model"), explained=own))
@@ -408,6 +419,10 @@ class Injection:
             self._cap_epochs(args, bound.signature)
             train, val, batch_size = _fit_data(args)
             o = self.options
+            if val is None and train is not None and o.bn_eval_on_train and o.tier == "detailed":
+                val = train
+                self._say("detailed tier: fit has no validation data, so BatchNorm statistics are recomputed and "
+                          "evaluated on the training arrays (val_precise_bn_* is on the training set)", "bn-on-train")
             callback = WhyspikeCallback(self.next_run_dir(), tier=o.tier, every=o.every, checkpoints=o.checkpoints,
                                         live=o.live, validation_data=val, train_data=train, batch_size=batch_size,
                                         verdict=False, out=self.out_stream)
@@ -457,6 +472,25 @@ class Injection:
             self._torch_hooks.append((handle, path))
         except Exception as exc:
             self._say(f"PyTorch loops are not recorded ({type(exc).__name__}: {exc})", "torch")
+
+    # -- interventions (WHYSPIKE_INTERVENE): the black-box probe engine's way into the script (code in _intervene)
+    def _install_interventions(self) -> None:
+        from . import _intervene
+
+        try:
+            plan = _intervene.plan_from_env()  # a bad value is the user's UsageError, raised before the script runs
+        except Exception:
+            self.uninstall()  # __exit__ will not run: leave nothing installed
+            raise
+        if plan is None:
+            return
+        self.intervener = _intervene.Intervener(plan, self._say, _library_roots())
+        self.intervener.install(self._finder.on_import)
+        self._restore.append(self.intervener.uninstall)
+        self._say(f"interventions: {', '.join(f'{k}={v}' for k, v in plan.raw.items())}", "interventions")
+
+    def _intervene_fit(self, model, bound: inspect.BoundArguments) -> dict | None:
+        return None if self.intervener is None else self.intervener.before_fit(model, bound)
 
     # -- the end
     def finish(self) -> None:
@@ -607,7 +641,8 @@ def _trim(te: traceback.TracebackException, script: str, seen: set[int]) -> None
     seen.add(id(te))
     frames = list(te.stack)
     start = next((i for i, f in enumerate(frames) if _same_file(f.filename, script)), 0)
-    kept = [f for f in frames[start:] if not _same_file(f.filename, str(Path(__file__).resolve()))]
+    ours = (str(Path(__file__).resolve()), str(Path(__file__).with_name("_intervene.py").resolve()))
+    kept = [f for f in frames[start:] if not any(_same_file(f.filename, o) for o in ours)]
     te.stack = traceback.StackSummary.from_list(kept)
     for nxt in (te.__cause__, te.__context__):
         if nxt is not None:

@@ -1,0 +1,90 @@
+"""`whyspike probe TARGET`: prove a cause by re-running the training with one factor changed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+
+
+def _spike(value: str) -> str | int:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--spike {value!r}: an epoch number or 'auto'") from None
+
+
+@click.command("probe")
+@click.argument("target")
+@click.option("--spike", default="auto", show_default=True, help="Epoch of the jump to probe, or 'auto' (the most "
+              "significant one the original training shows).")
+@click.option("--intervene", "interventions", multiple=True, metavar="NAME=VALUE",
+              help="An intervention (repeatable), e.g. lr.shift=+3, lr.decay=off, momentum=off, bn.recompute, "
+                   "seed.data=1. Default: the plan the diagnosis's candidate causes call for.")
+@click.option("--seeds", default=3, show_default=True, type=int, help="Replicas per arm (the noise band).")
+@click.option("--metric", default="val_accuracy", show_default=True,
+              type=click.Choice(["val_accuracy", "val_loss", "train_accuracy", "train_loss"]))
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray", "inline"]),
+              help="local: a process pool; ray: a Ray cluster (--address); inline: this process.")
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
+@click.option("--workers", default=None, type=int, help="Worker processes (local) or CPUs (a new Ray instance).")
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "sequential", "vectorized"]))
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Study directory (resumed when it exists). Default: whyspike-probes/<target>.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def probe_cmd(target, spike, interventions, seeds, metric, executor, address, workers, engine, out, fmt):
+    """Re-run TARGET with one factor changed per arm, against a band of baseline seeds, branched from the
+    checkpoint just before the jump.
+
+    TARGET is FILE.py:FUNC or module:FUNC, FUNC() returning a whyspike.probe.TrainingSpec (model factory, data,
+    optimizer, schedule). A killed study resumes where it stopped when run again with the same --out.
+    """
+    from ..probe.study import run_study
+
+    if out is None:
+        name = target.rpartition(":")[0].rpartition("/")[2].removesuffix(".py") or "study"
+        out = str(Path("whyspike-probes") / f"{name}-{target.rpartition(':')[2]}")
+    result = run_study(target, out, spike=_spike(spike), interventions=list(interventions), seeds=seeds,
+                       metric=metric, executor=executor, workers=workers, address=address, engine=engine)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=1))
+        return 0
+    click.echo(render(result, out))
+    return 0
+
+
+def render(result: dict, out: str) -> str:
+    """The study in a few lines of 80 columns or less."""
+    at = result["spike"]["at"]
+    lines = []
+    if at is None:
+        lines.append(f"The original training shows no significant jump in {result['metric']}.")
+    else:
+        base = result["baseline"]
+        jumps = [j for j in base["jumps"] if j]
+        where = ", ".join(f"{j['at']}" for j in jumps)
+        lines.append(f"Jump in {result['metric']} at epoch {at}; baseline seeds jump at epoch(s) {where or '-'} "
+                     f"({'reproducible' if base['reproducible'] else 'not reproducible'} across seeds).")
+        if result["spike"].get("branch_epoch") is not None:
+            lines.append(f"Replicas branched from the checkpoint of epoch {result['spike']['branch_epoch']}.")
+    for v in result["interventions"]:
+        stats = []
+        if v.get("effect_size") is not None:
+            stats.append(f"effect {v['effect_size']:+.1f} sd")
+        if v.get("p_value") is not None:
+            stats.append(f"p={v['p_value']:.2g}")
+        tail = f" ({', '.join(stats)})" if stats else ""
+        lines.append(f"- {v['name']}: {v['verdict'].upper()} — {v.get('message', '')}{tail}")
+        for err in v.get("errors") or []:
+            lines.append(f"    error: {err}")
+    lines.append(f"study: {out}  (result.json; `whyspike report RUN --probes {out}/result.json`)")
+    return "\n".join(textwrap.fill(line, 80, subsequent_indent="    ", break_on_hyphens=False) for line in lines)
+
+
+__all__ = ["probe_cmd", "render"]

@@ -1,0 +1,7 @@
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _tiny_trainings(checkpoint_every_epoch, one_torch_thread):
+    # a checkpoint at every epoch, one torch thread: see tests/conftest.py
+    yield

@@ -1,0 +1,163 @@
+"""Probe studies end to end on MECHANISMS.md reproductions: the LR-drop jump moves by exactly the shift, recomputed
+BatchNorm statistics remove the swings, the seed-0 branch reproduces the original bit for bit, a study resumes
+without redoing finished arms, and a bad intervention is an error for its arm only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from whyspike.probe.study import run_study  # noqa: E402
+
+HERE = Path(__file__).parent
+TARGETS = HERE / "targets.py"
+
+
+def target(name: str) -> str:
+    return f"{TARGETS}:{name}"
+
+
+@pytest.fixture(scope="module")
+def lr_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lr")
+    return out, run_study(target("lr_drop"), out, spike=12, interventions=["lr.shift=+3", "lr.decay=off"], seeds=2,
+                          metric="train_accuracy", executor="inline", progress=False)
+
+
+def test_the_lr_drop_jump_moves_by_exactly_the_shift(lr_study):
+    _, r = lr_study
+    assert r["spike"]["at"] == 12  # the decay epoch of targets.lr_drop
+    assert [j["at"] for j in r["baseline"]["jumps"]] == [12, 12] and r["baseline"]["reproducible"]
+    verdicts = {v["name"]: v for v in r["interventions"]}
+    shift = verdicts["lr.shift=+3"]
+    assert shift["verdict"] == "moved" and shift["shift"] == 3.0
+    assert [j["at"] for j in shift["jumps"]] == [15, 15]
+    assert verdicts["lr.decay=off"]["verdict"] == "removed"
+
+
+def test_the_seed0_branch_reproduces_the_original(lr_study):
+    """The arm's replicas train together in the vectorized engine (other float32 kernels than the sequential
+    original): the same predictions, losses within float32 rounding. The sequential engine's branch is bit-exact
+    (tests/probe/test_engines.py)."""
+    out, r = lr_study
+    original = json.loads((out / "original.json").read_text())
+    base = {d["name"]: d for d in json.loads((out / "replicas" / "baseline.json").read_text())}["baseline#seed0"]
+    b = r["spike"]["branch_epoch"]
+    assert base["epochs"][0] == b + 1  # only the epochs after the branch were trained
+    k = len(base["epochs"])
+    assert base["train_accuracy"] == original["train_accuracy"][b + 1:b + 1 + k]
+    np.testing.assert_allclose(base["val_loss"], original["val_loss"][b + 1:b + 1 + k], rtol=1e-5)
+
+
+def test_branching_trains_fewer_epochs_than_the_original(lr_study):
+    out, r = lr_study
+    arms = [json.loads(p.read_text()) for p in (out / "replicas").glob("*.json")]
+    epochs = sum(len(d["epochs"]) for arm in arms for d in arm)
+    original = len(json.loads((out / "original.json").read_text())["epochs"])
+    assert epochs < 6 * original * 0.7  # 6 replicas, each from the branch to the horizon only
+
+
+def test_recomputed_batchnorm_statistics_remove_the_swings(tmp_path):
+    r = run_study(target("bn_lag"), tmp_path, interventions=["bn.recompute"], seeds=1, executor="inline",
+                  progress=False)
+    (v,) = r["interventions"]
+    assert v["verdict"] == "removed" and v["share"] > 0.8
+    as_trained, recomputed = v["runs"][0]["y"], v["runs"][1]["y"]
+    assert min(as_trained[:4]) < 0.6  # the lagging running statistics: far below the trained weights' accuracy
+    assert min(recomputed[1:]) > 0.9
+
+
+def test_a_study_resumes_without_redoing_finished_arms(lr_study, tmp_path):
+    out, first = lr_study
+    copy = tmp_path / "study"
+    import shutil
+
+    shutil.copytree(out, copy)
+    (copy / "replicas" / "lr.decay=off.json").unlink()  # as if killed before this arm finished
+    kept = (copy / "replicas" / "baseline.json").stat().st_mtime_ns
+    again = run_study(target("lr_drop"), copy, spike=12, interventions=["lr.shift=+3", "lr.decay=off"], seeds=2,
+                      metric="train_accuracy", executor="inline", progress=False)
+    assert (copy / "replicas" / "baseline.json").stat().st_mtime_ns == kept
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "original_seconds")}  # noqa: E731
+    assert strip(again) == strip(first)
+
+
+def test_an_intervention_the_training_cannot_take_is_an_error_for_its_arm_only(tmp_path):
+    r = run_study(target("constant"), tmp_path, spike=2, interventions=["lr.shift=+1", "momentum=off", "wd=off"],
+                  seeds=1, executor="inline", progress=False)
+    verdicts = {v["name"]: v for v in r["interventions"]}
+    assert "no LR schedule" in verdicts["lr.shift=+1"]["errors"][0]
+    assert "without momentum" in verdicts["momentum=off"]["errors"][0]
+    assert verdicts["wd=off"]["runs"]  # the arm that could run did
+
+
+def test_a_second_study_in_the_same_directory_is_refused(lr_study):
+    from whyspike.errors import UsageError
+
+    out, _ = lr_study
+    with pytest.raises(UsageError, match="holds another study"):
+        run_study(target("lr_drop"), out, spike=12, interventions=["lr.scale=0.5"], seeds=2, metric="train_accuracy",
+                  executor="inline", progress=False)
+
+
+def test_probe_verdicts_confirm_the_cause_in_the_diagnosis(lr_study):
+    from whyspike.probe.fold import fold
+    from whyspike.probe.spec import ReplicaResult
+    from whyspike.probe.study import _diagnose_original
+
+    out, r = lr_study
+    original = ReplicaResult.from_dict(json.loads((out / "original.json").read_text()))
+    _, d = _diagnose_original(original, "train_accuracy")
+    assert fold(d, r)
+    top = d.spikes[0].causes[0]
+    assert top.id == "lr_schedule" and top.confidence >= 0.95
+    assert top.evidence[0].startswith("confirmed by probe lr.")
+    stochastic = [c for c in d.spikes[0].causes if c.id == "stochastic"]
+    assert stochastic and stochastic[0].confidence <= 0.1
+
+
+def test_probe_cli_finds_the_jump_and_runs_the_plan_its_causes_call_for(tmp_path, capsys):
+    from whyspike.cli import main
+
+    rc = main(["probe", target("lr_drop"), "--metric", "train_accuracy", "--seeds", "1", "--executor", "inline",
+               "--out", str(tmp_path / "study")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Jump in train_accuracy at epoch 12" in out  # found by the detector (spike auto)
+    assert "lr.shift=+3: MOVED" in out and "lr.decay=off: REMOVED" in out  # the lr_schedule plan
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_probe_cli_bad_target_is_one_line(tmp_path, capsys):
+    from whyspike.cli import main
+
+    assert main(["probe", str(tmp_path / "nope.py:make")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.py" in err[0] and "does not exist" in err[0]
+    assert main(["probe", "no-colon"]) == 2
+    assert main(["probe", target("lr_drop"), "--intervene", "lr.shfit=1"]) == 2
+
+
+def test_diagnose_applies_a_probe_study_to_a_log(lr_study, tmp_path, capsys):
+    from whyspike.cli import main
+
+    out, _ = lr_study
+    original = json.loads((out / "original.json").read_text())
+    log = tmp_path / "log.csv"
+    rows = ["epoch,train_accuracy,lr"] + [f"{e},{a},{lr}" for e, a, lr in
+                                          zip(original["epochs"], original["train_accuracy"], original["lr"])]
+    log.write_text("\n".join(rows) + "\n")
+    assert main(["diagnose", str(log), "--probes", str(out / "result.json"), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    top = doc["spikes"][0]["causes"][0]
+    assert top["id"] == "lr_schedule" and top["confidence"] >= 0.95
+    assert any(e.startswith("confirmed by probe lr.shift=+3") for e in top["evidence"])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["diagnose", str(log), "--probes", str(bad)]) == 1
