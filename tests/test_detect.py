@@ -92,3 +92,17 @@ def test_long_step_series_is_scanned_linearly_and_finds_the_shift():
     assert ("step", 150_000) in found
     assert ("transient", 80_000) in found
     assert len(spikes) <= 3
+
+
+def test_one_batch_missing_one_example_is_no_jump_when_the_batch_size_is_known():
+    """Per-step training accuracy of batches of 16, saturated at 1.0: one batch at 15/16 is binomial noise."""
+    import numpy as np
+
+    from whyspike.detect import detect_spikes
+    from whyspike.run import make_series
+
+    y = np.ones(240)
+    y[227] = 15 / 16
+    s = make_series("step/accuracy", "step", np.arange(240), y)
+    assert detect_spikes(s)  # with nothing known of the batch, a flat series makes any dip look significant
+    assert detect_spikes(s, batch_size=16) == []

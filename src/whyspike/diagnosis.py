@@ -72,6 +72,13 @@ def _lr_still_matters(run: Run, change) -> bool:
     return peak <= 0 or max(change.before, change.after) >= 1e-4 * peak
 
 
+def _int_or_none(v) -> int | None:
+    try:
+        return int(v) if v else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _full_batches(run: Run, s: Series) -> Series:
     """The series without its points from short batches (an epoch's last, smaller batch), when batch sizes are
     logged: a batch of 8 after batches of 32 is twice as noisy and would be scored as if it were not."""
@@ -102,7 +109,8 @@ def diagnose(run: Run, metric: str | None = None) -> Diagnosis:
     spikes: list[Spike] = []
     for s in targets:
         hints = [c.at for c in changes if c.axis == s.axis] + [e.at for e in rewinds if e.axis == s.axis]
-        spikes.extend(detect_spikes(_full_batches(run, s), eval_size=run.setup.eval_size, hints=hints))
+        spikes.extend(detect_spikes(_full_batches(run, s), eval_size=run.setup.eval_size, hints=hints,
+                                    batch_size=_int_or_none(run.setup.batch_size)))
     spikes.sort(key=lambda s: -s.significance)
     findings, missing = explain(run, spikes)
     return Diagnosis(run, spikes, findings, missing, [s.name for s in targets])

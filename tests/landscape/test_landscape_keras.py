@@ -87,10 +87,13 @@ def keras_run(tmp_path, monkeypatch):
 
 def test_recorded_keras_run_from_model_json_and_probe_data(keras_run, capsys):
     run, model, x, y = keras_run
+    stored = (run / "model.json").read_text()  # the recorder stores the architecture
+    assert json.loads(stored)["class_name"] == "Sequential"
+    (run / "model.json").unlink()
     rc = main(["landscape", str(run), "--spike", "last"])
     assert rc == 1 and "model.json" in capsys.readouterr().err
-    (run / "model.json").write_text(model.to_json())
-    rc = main(["landscape", str(run), "--spike", "last"])
+    (run / "model.json").write_text(stored)
+    rc = main(["landscape", str(run), "--spike", "last"])  # fit's data was not given to the callback: no sample
     assert rc == 1 and "probe_data/x.npy" in capsys.readouterr().err
     (run / "probe_data").mkdir()
     np.save(run / "probe_data" / "x.npy", x)
@@ -120,3 +123,52 @@ def test_keras_checkpoint_of_another_architecture(keras_run, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1
     assert "checkpoints/epoch-000" in err and "/kernel' has shape (4, 16)" in err and "(4, 24)" in err
+
+
+def test_the_recorder_stores_what_the_landscape_needs(tmp_path, monkeypatch, capsys):
+    """With fit's arrays (``whyspike run`` passes them; so can a user), a recorded Keras run is measured with no
+    factory: the architecture from model.json, the data from the stored sample."""
+    monkeypatch.setenv("WHYSPIKE_CHECKPOINT_BUDGET", "1")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x, y = data(96)
+    run = tmp_path / "run"
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0,
+              callbacks=[WhyspikeCallback(run, checkpoints=5, out=io.StringIO(), verdict=False, train_data=(x, y))])
+    assert np.array_equal(np.load(run / "probe_data" / "x.npy"), x)
+    assert np.array_equal(np.load(run / "probe_data" / "y.npy"), y)
+    assert main(["landscape", str(run), "--spike", "last", "--what", "hessian", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["framework"] == "keras" and doc["curvature"][-1]["threshold"] == pytest.approx(2 / 0.1)
+
+
+def test_diagnose_measures_the_curvature_of_a_recorded_keras_run_itself(tmp_path, monkeypatch, capsys):
+    """A run directory with checkpoints, model.json and a data sample: `whyspike diagnose` measures the sharpness
+    at the checkpoints around the main jump and cites it (--no-landscape skips it)."""
+    monkeypatch.setenv("WHYSPIKE_CHECKPOINT_BUDGET", "1")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 4)).astype("float32")
+    y = np.argmax(x @ rng.standard_normal((4, 3)) + 0.8 * rng.standard_normal((512, 3)), 1)  # noisy labels
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32, activation="tanh"),
+                              keras.layers.Dense(3, activation="softmax")])
+
+    def lr(epoch, old):  # a step decay at epoch 12: a jump the diagnosis finds
+        return 0.5 if epoch < 12 else 0.05
+
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    run = tmp_path / "run"
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0, validation_split=0.25,
+              callbacks=[keras.callbacks.LearningRateScheduler(lr),
+                         WhyspikeCallback(run, checkpoints=30, out=io.StringIO(), verdict=False, train_data=(x, y))])
+    assert main(["diagnose", str(run), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["spikes"], "the step decay gives a jump"
+    evidence = [e for s in doc["spikes"][:1] for c in s["causes"] for e in c["evidence"]]
+    assert any(e.startswith("landscape: ") for e in evidence)
+    assert main(["diagnose", str(run), "--format", "json", "--no-landscape"]) == 0
+    evidence = [e for s in json.loads(capsys.readouterr().out)["spikes"][:1] for c in s["causes"] for e in c["evidence"]]
+    assert not any(e.startswith("landscape: ") for e in evidence)

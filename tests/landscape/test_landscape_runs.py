@@ -246,3 +246,26 @@ def test_public_api_and_evidence_without_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0"
+
+
+def test_diagnose_folds_a_landscape_report_into_the_causes(catapult_run, capsys, tmp_path):
+    run = catapult_run[0]
+    out = tmp_path / "landscape.json"
+    assert main(["landscape", str(run), "--factory", f"{FACTORIES}:catapult_factory", "--what", "hessian",
+                 "--format", "json", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--format", "json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["diagnose", str(run), "--landscape", str(out), "--format", "json"]) == 0
+    folded = json.loads(capsys.readouterr().out)
+    at = json.loads(out.read_text())["spike"]["at"]
+    spike = next(s for s in folded["spikes"] if abs(s["at"] - at) <= 1)
+    before = next(s for s in plain["spikes"] if abs(s["at"] - at) <= 1)
+    inst = next(c for c in spike["causes"] if c["id"] == "optimization_instability")
+    old = next((c["confidence"] for c in before["causes"] if c["id"] == "optimization_instability"), 0.0)
+    assert inst["confidence"] >= min(1.0, old + 0.3) - 0.01
+    assert inst["evidence"][0].startswith("landscape: ")
+    assert spike["causes"][0]["id"] == "optimization_instability"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "whyspike/probe-v1"}')
+    assert main(["diagnose", str(run), "--landscape", str(bad)]) == 1

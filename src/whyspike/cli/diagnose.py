@@ -29,8 +29,16 @@ EXIT_SPIKE = 3
 @click.option("--fail-on-spike", is_flag=True, help=f"Exit {EXIT_SPIKE} when a significant jump is found (for CI).")
 @click.option("--probes", "probes", default=None, type=click.Path(dir_okay=False),
               help="A probe study's result.json (whyspike probe): its verdicts confirm or refute the causes.")
+@click.option("--landscape", "landscape", default=None, type=click.Path(dir_okay=False),
+              help="A `whyspike landscape --format json` report: its curvature, path and noise-scale measurements "
+                   "become evidence for the causes of the jump it measured.")
+@click.option("--no-landscape", "no_landscape", is_flag=True,
+              help="Do not measure the curvature around the main jump of a recorded run (done by default when the "
+                   "run directory holds checkpoints, model.json and a data sample, for models of at most "
+                   "1M parameters).")
 @click.option("-v", "--verbose", is_flag=True, help="Show every jump and more evidence.")
-def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size, fail_on_spike, probes, verbose):
+def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size, fail_on_spike, probes, landscape,
+                 no_landscape, verbose):
     """Explain the significant jumps in the training log at PATH (file or directory)."""
     known = formats()
     if input_format is not None and input_format not in known:
@@ -47,6 +55,10 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         if status is not None:
             status.update(f"looking for jumps in {len(run.series)} series")
         result = diagnose(run, metric=metric)
+    if landscape is not None:
+        _fold_landscape(result, landscape, err)
+    elif not no_landscape and result.spikes:
+        _measure_landscape(result, path, err)
     if probes is not None:
         _fold_probes(result, probes, err)
     if output == "json":
@@ -61,20 +73,74 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         raise click.exceptions.Exit(EXIT_SPIKE)
 
 
-def _fold_probes(result, path: str, err: Console) -> None:
+def _document(path: str, schema: str, what: str, fix: str) -> dict:
     import json
 
     from ..errors import InputError
-    from ..probe.fold import fold
 
     try:
         doc = json.loads(open(path, encoding="utf-8").read())
     except (OSError, ValueError) as exc:
-        raise InputError(path, f"is not a readable probe result ({exc})",
-                         "pass the result.json of a `whyspike probe` study") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "whyspike/probe-v1":
-        raise InputError(path, "is not a probe result (schema whyspike/probe-v1)",
-                         "pass the result.json of a `whyspike probe` study")
+        raise InputError(path, f"is not a readable {what} ({exc})", fix) from None
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise InputError(path, f"is not a {what} (schema {schema})", fix)
+    return doc
+
+
+# the cheap landscape measurement the diagnosis runs itself: the curvature at the checkpoints around the main jump
+AUTO_LANDSCAPE_MAX_PARAMS = 1_000_000
+
+
+def _measure_landscape(result, path: str, err: Console) -> None:
+    """Sharpness against the stability threshold at the checkpoints next to the main jump, when the run directory
+    holds what that needs and the model is small; silent otherwise (``whyspike landscape`` says what is missing)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    run = Path(path)
+    meta = run / "meta.json"
+    if not (meta.is_file() and (run / "model.json").is_file() and (run / "probe_data" / "x.npy").is_file()
+            and (run / "checkpoints").is_dir()):
+        return
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("keras") is None:
+        return
+    try:
+        n = int((json.loads(meta.read_text()).get("model") or {}).get("n_params") or 0)
+    except (OSError, ValueError, TypeError):
+        return
+    if not 0 < n <= AUTO_LANDSCAPE_MAX_PARAMS:
+        return
+    from ..landscape import analyze_run
+    from ..landscape.fold import fold
+
+    top = next((s for s in result.spikes if s.axis == "epoch"), None)
+    if top is None:
+        return
+    try:
+        with err.status("measuring the curvature around the jump") if err.is_terminal else nullcontext():
+            report = analyze_run(run, spike=int(top.at), what=("hessian",), radius=1, trace_samples=0)
+    except Exception as exc:  # noqa: BLE001 - an optional measurement: the diagnosis stands without it
+        err.print(f"whyspike: no landscape measurement ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                  "`whyspike landscape` runs it on its own")
+        return
+    fold(result, report.to_dict())
+
+
+def _fold_landscape(result, path: str, err: Console) -> None:
+    from ..landscape.fold import fold
+
+    doc = _document(path, "whyspike/landscape-v1", "landscape report",
+                    "pass the output of `whyspike landscape RUN --format json -o FILE`")
+    if not fold(result, doc):
+        err.print(f"whyspike: the landscape report measured {(doc.get('spike') or {}).get('at')}, where this log "
+                  "shows no significant jump: its measurements were not applied")
+
+
+def _fold_probes(result, path: str, err: Console) -> None:
+    from ..probe.fold import fold
+
+    doc = _document(path, "whyspike/probe-v1", "probe result", "pass the result.json of a `whyspike probe` study")
     if not fold(result, doc):
         err.print(f"whyspike: the probe study is about epoch {doc.get('spike', {}).get('at')}, where this log shows "
                   "no significant jump: its verdicts were not applied")

@@ -78,8 +78,11 @@ class _Cand:
         return s < other.t + other.k and e > other.t
 
 
-def _floors(y: np.ndarray, series: Series, eval_size: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-point noise floor: print precision, a tiny relative floor, and binomial noise when n is known."""
+def _floors(y: np.ndarray, series: Series, eval_size: int | None,
+            batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-point noise floor: print precision, a tiny relative floor, and binomial noise when n is known (the eval
+    set's size for a validation accuracy, the batch size for a per-step training accuracy: one batch of 16 going
+    from 16/16 to 15/16 correct is no jump, however flat the 1.0s around it)."""
     q = quantization_sigma(y)
     if series.role.kind == "accuracy":
         floor = np.full(len(y), max(q, 1e-3 * series.role.scale))
@@ -88,6 +91,9 @@ def _floors(y: np.ndarray, series: Series, eval_size: int | None) -> tuple[np.nd
     binom = None
     if eval_size and series.role.kind == "accuracy" and series.role.split == "val":
         binom = binomial_sigma(y, eval_size, series.role.scale)
+        floor = np.maximum(floor, binom)
+    elif batch_size and series.role.kind == "accuracy" and series.axis == "step" and series.role.split != "val":
+        binom = binomial_sigma(y, int(batch_size), series.role.scale)
         floor = np.maximum(floor, binom)
     return floor, binom
 
@@ -156,6 +162,7 @@ def detect_spikes(
     eval_size: int | None = None,
     hints: Iterable[float] = (),
     threshold: float | None = None,
+    batch_size: int | None = None,
 ) -> list[Spike]:
     """Significant steps and transient spikes in ``series``, most significant first.
 
@@ -176,7 +183,7 @@ def detect_spikes(
     y = series.y[finite].astype(np.float64)
     n = len(y)
     thr = default_threshold(n) if threshold is None else threshold
-    floor, binom = _floors(y, series, eval_size)
+    floor, binom = _floors(y, series, eval_size, batch_size)
     hint_idx: set[int] = set()
     hint_at = np.asarray([float(h) for h in hints], dtype=float)
     centres = np.unique(np.clip(np.searchsorted(x, hint_at), 0, n - 1)) if len(hint_at) else np.empty(0, dtype=int)

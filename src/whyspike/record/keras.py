@@ -104,6 +104,10 @@ def default_run_dir(name: str | None = None, root: str | os.PathLike = "whyspike
 # -- failures: said once per part, never raised into training
 
 
+# training examples kept in the run directory for landscape probes (a few MB at most for small inputs)
+PROBE_SAMPLE = 1024
+
+
 def _guarded(part: str):
     def deco(fn):
         @functools.wraps(fn)
@@ -228,6 +232,36 @@ class _Recorder:
         self._step = int(self._num(opt.iterations) or 0) if opt is not None else 0
         self._prepare_data()
         self.writer.write_meta(**self._meta())
+        self._store_probe_material()
+
+    @_guarded("the model and data sample for landscape probes")
+    def _store_probe_material(self) -> None:
+        """``model.json`` (the architecture, ``model.to_json()``) and ``probe_data/x.npy``, ``y.npy`` (the first
+        PROBE_SAMPLE training examples, when fit was given arrays): with the checkpoints, what ``whyspike
+        landscape RUN`` needs to rebuild the model and measure it without the user's code."""
+        from .store import _atomic_write_bytes
+
+        folder = self.writer.path
+        if self.writer.broken is not None:
+            return
+        try:
+            _atomic_write_bytes(folder / "model.json", self._m.to_json().encode())
+        except (TypeError, ValueError, NotImplementedError):  # a subclassed model without get_config
+            pass
+        xy = _split_xy(self.train_data) if self.train_data is not None else None
+        if xy is None or isinstance(xy[0], (dict, list, tuple)) or isinstance(xy[1], (dict, list, tuple)):
+            return
+        n = min(PROBE_SAMPLE, _length(xy[0]))
+        x, y = np.asarray(xy[0][:n]), np.asarray(xy[1][:n])
+        if x.dtype == object or y.dtype == object:
+            return
+        (folder / "probe_data").mkdir(exist_ok=True)
+        for name, arr in (("x", x), ("y", y)):
+            path = folder / "probe_data" / f"{name}.npy"
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            os.replace(tmp, path)
 
     def _meta(self) -> dict:
         keras, model, opt = self._k, self.model, self._opt
