@@ -156,14 +156,16 @@ def measure(framework: str, kind: str, rounds: int, root: Path) -> list[dict]:
     run(kind, "off", root / "warm")  # imports, allocator, page cache
     run(kind, "default/every=1", root / "warm-rec")
     for r in range(rounds):
-        base = None
-        for v in VARIANTS:
+        times: dict[str, float] = {}
+        # the order flips every round: whatever the position in a round costs (allocator and cache state left by
+        # the run before) falls on every variant alike over the rounds
+        for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
             train, steps, verdict = run(kind, v, root / f"{framework}-{kind}-{r}-{v.replace('/', '-')}")
             per_step[v].append(train / steps)
             verdicts[v].append(verdict)
-            if v == "off":
-                base = train
-            ratios[v].append(train / base)
+            times[v] = train
+        for v in VARIANTS:
+            ratios[v].append(times[v] / times["off"])
         print(f"  [{framework} {kind}] round {r + 1}/{rounds}: " +
               ", ".join(f"{v} {statistics.median(per_step[v]) * 1e3:.3f} ms" for v in VARIANTS), file=sys.stderr)
     rows = []
