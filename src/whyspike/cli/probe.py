@@ -22,6 +22,7 @@ def _spike(value: str) -> str | int:
 
 @click.command("probe")
 @click.argument("target")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT_ARGS...]")
 @click.option("--spike", default="auto", show_default=True, help="Epoch of the jump to probe, or 'auto' (the most "
               "significant one the original training shows).")
 @click.option("--intervene", "interventions", multiple=True, metavar="NAME=VALUE",
@@ -38,20 +39,37 @@ def _spike(value: str) -> str | int:
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Study directory (resumed when it exists). Default: whyspike-probes/<target>.")
 @click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-def probe_cmd(target, spike, interventions, seeds, metric, executor, address, workers, engine, out, fmt):
+def probe_cmd(target, script_args, spike, interventions, seeds, metric, executor, address, workers, engine, out,
+              fmt):
     """Re-run TARGET with one factor changed per arm, against a band of baseline seeds, branched from the
     checkpoint just before the jump.
 
-    TARGET is FILE.py:FUNC or module:FUNC, FUNC() returning a whyspike.probe.TrainingSpec (model factory, data,
-    optimizer, schedule). A killed study resumes where it stopped when run again with the same --out.
+    TARGET is a training script (train.py, run unchanged as `whyspike run` runs it, its arguments after --), or
+    FILE.py:FUNC / module:FUNC, FUNC() returning a whyspike.probe.TrainingSpec (model factory, data, optimizer,
+    schedule). A killed study resumes where it stopped when run again with the same --out.
     """
-    from ..probe.study import run_study
+    if ":" not in target and target.endswith(".py"):  # a script: the black-box study
+        from ..probe.script_study import run_script_study
 
-    if out is None:
-        name = target.rpartition(":")[0].rpartition("/")[2].removesuffix(".py") or "study"
-        out = str(Path("whyspike-probes") / f"{name}-{target.rpartition(':')[2]}")
-    result = run_study(target, out, spike=_spike(spike), interventions=list(interventions), seeds=seeds,
-                       metric=metric, executor=executor, workers=workers, address=address, engine=engine)
+        if engine != "auto":
+            raise UsageError(f"--engine {engine}: a script is re-run as a whole (the black-box engine); --engine "
+                             "chooses the trainer of a FILE.py:FUNC target")
+        if out is None:
+            out = str(Path("whyspike-probes") / Path(target).stem)
+        result = run_script_study(target, list(script_args), out, spike=_spike(spike),
+                                  interventions=list(interventions), seeds=seeds, metric=metric, executor=executor,
+                                  workers=workers, address=address)
+    else:
+        from ..probe.study import run_study
+
+        if script_args:
+            raise UsageError(f"script arguments {' '.join(script_args)!r}: only a script target (train.py) takes "
+                             "arguments after --")
+        if out is None:
+            name = target.rpartition(":")[0].rpartition("/")[2].removesuffix(".py") or "study"
+            out = str(Path("whyspike-probes") / f"{name}-{target.rpartition(':')[2]}")
+        result = run_study(target, out, spike=_spike(spike), interventions=list(interventions), seeds=seeds,
+                           metric=metric, executor=executor, workers=workers, address=address, engine=engine)
     if fmt == "json":
         click.echo(json.dumps(result, indent=1))
         return 0
@@ -65,6 +83,11 @@ def render(result: dict, out: str) -> str:
     lines = []
     if at is None:
         lines.append(f"The original training shows no significant jump in {result['metric']}.")
+        jumps = [j for j in result["baseline"].get("jumps") or [] if j]
+        if jumps:  # the seeds' largest level changes (a black-box study reports them even without a jump)
+            lines.append(f"Baseline seeds' largest level change at epoch(s) {', '.join(str(j['at']) for j in jumps)} "
+                         f"({'reproducible' if result['baseline']['reproducible'] else 'not reproducible'} across "
+                         "seeds).")
     else:
         base = result["baseline"]
         jumps = [j for j in base["jumps"] if j]
@@ -73,6 +96,7 @@ def render(result: dict, out: str) -> str:
                      f"({'reproducible' if base['reproducible'] else 'not reproducible'} across seeds).")
         if result["spike"].get("branch_epoch") is not None:
             lines.append(f"Replicas branched from the checkpoint of epoch {result['spike']['branch_epoch']}.")
+    lines += [f"Note: {note}" for note in result.get("notes") or []]
     for v in result["interventions"]:
         stats = []
         if v.get("effect_size") is not None:

@@ -137,13 +137,17 @@ def _arm_file(arm: str) -> str:
     return re.sub(r"[^\w.=+-]", "_", arm) + ".json"
 
 
-def _diagnose_original(res: ReplicaResult, metric: str) -> tuple[int | None, Any]:
-    """The most significant jump of ``metric`` in the original training, by whyspike's own detector."""
+def _diagnose_original(res: ReplicaResult, metric: str, setup=None) -> tuple[int | None, Any]:
+    """The most significant jump of ``metric`` in the original training, by whyspike's own detector; ``setup``
+    (a :class:`~whyspike.run.Setup`, what a recorded run knows: eval-set size, BatchNorm, weight decay) sharpens the
+    detection and the causes."""
     from ..diagnosis import diagnose
     from ..run import Run, Source
     from ..run.model import make_series
 
     run = Run(Source("probe original", "probe"))
+    if setup is not None:
+        run.setup = setup
     for m in METRICS:
         y = np.asarray(getattr(res, m), dtype=float)
         if len(y) and np.isfinite(y).any():
@@ -389,7 +393,10 @@ def _bn_verdict(name: str, bn: dict, metric: str) -> dict:
     if name == "bn.recompute":
         verdict = "removed" if share is not None and share >= 0.5 else "unchanged"
         msg = (f"recomputing BatchNorm statistics with frozen weights removes {share:.0%} of the epoch-to-epoch "
-               "variance of val accuracy" if share is not None else "too few epochs to compare variances")
+               "variance of val accuracy" if share is not None and share >= 0 else
+               "recomputing BatchNorm statistics with frozen weights removes none of the epoch-to-epoch variance of "
+               f"val accuracy (it is {-share:.0%} larger with recomputed statistics)" if share is not None else
+               "too few epochs to compare variances")
     else:
         verdict, msg = "unchanged", "evaluated with batch statistics (train-mode BN) for comparison"
     return {"name": name, "verdict": verdict, "share": share, "message": msg, "runs": runs,
