@@ -379,3 +379,21 @@ if __name__ == "__main__":  # python tests/outputs/test_report_chromium.py REPOR
         b.screenshot(Path(sys.argv[2]))
     finally:
         b.close()
+
+
+def test_a_learning_rate_falling_to_1e_31_renders_without_errors(browser, tmp_path):
+    """The seed's Example 1: its LR decays per step to ~1e-31, far below what a default log axis handles."""
+    import whyspike
+    from whyspike.diagnosis import diagnose
+    from whyspike.outputs.report import write_report
+
+    run = whyspike.load_run(Path(__file__).resolve().parents[1] / "data" / "seed" / "ex1_lr_decay.csv")
+    assert float(run.series["learning_rate"].y.min()) < 1e-30
+    report = write_report(tmp_path / "report.html", run, diagnose(run))
+    mark = len(browser.events)
+    browser.open(report.as_uri(), "document.documentElement.getAttribute('data-ws-ready') === '1'")
+    time.sleep(0.3)
+    assert problems(browser.since(mark)) == []
+    assert browser.js("document.documentElement.getAttribute('data-ws-errors')") == "0"
+    sizes = browser.js("Array.from(document.querySelectorAll('.ws-main canvas')).map(c => [c.width, c.height])")
+    assert len(sizes) >= 2 and all(w > 300 and h > 80 for w, h in sizes)

@@ -41,7 +41,7 @@ def test_one_scenario_end_to_end_records_diagnoses_and_checks(tmp_path, capsys, 
     assert json.loads((run_dir / "meta.json").read_text())["schema"].startswith("whyspike/run")
     assert "plateau_escape" in text and "ground truth: plateau_escape (cause) whyspike agrees" in text
     assert re.search(r"step/loss down 1\d(\.\d+)? -> \d(\.\d+)? at step 1\d\d", text)  # the first escape
-    assert "settled by: init=x3, seeds" in text
+    assert "settled by: seeds, init.scale=3" in text
     assert f"run directory: {run_dir}" in text
     assert seen == [("deep-linear-plateau", run_dir)]  # the place probes and the report plug in
     # run again: the earlier recording is replaced, not appended to (steps would repeat)

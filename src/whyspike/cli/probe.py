@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from ..probe._text import intervention_lines
 
 
 def _spike(value: str) -> str | int:
@@ -97,16 +98,7 @@ def render(result: dict, out: str) -> str:
         if result["spike"].get("branch_epoch") is not None:
             lines.append(f"Replicas branched from the checkpoint of epoch {result['spike']['branch_epoch']}.")
     lines += [f"Note: {note}" for note in result.get("notes") or []]
-    for v in result["interventions"]:
-        stats = []
-        if v.get("effect_size") is not None:
-            stats.append(f"effect {v['effect_size']:+.1f} sd")
-        if v.get("p_value") is not None:
-            stats.append(f"p={v['p_value']:.2g}")
-        tail = f" ({', '.join(stats)})" if stats else ""
-        lines.append(f"- {v['name']}: {v['verdict'].upper()} — {v.get('message', '')}{tail}")
-        for err in v.get("errors") or []:
-            lines.append(f"    error: {err}")
+    lines += intervention_lines(result["interventions"])
     lines.append(f"study: {out}  (result.json; `whyspike report RUN --probes {out}/result.json`)")
     return "\n".join(textwrap.fill(line, 80, subsequent_indent="    ", break_on_hyphens=False) for line in lines)
 

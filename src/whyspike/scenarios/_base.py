@@ -27,8 +27,11 @@ class Scenario:
     ``at``: where the jump is expected (an event-locked cause: the LR milestone, the resume, the switch), ``None``
     when the dynamics place it (grokking, a plateau, noise); then the most significant jump in ``metric`` is the
     scenario's jump. ``jump_optional``: the truth is that nothing but noise moves, so finding no significant jump at
-    all agrees with it. ``probe_plan``: the interventions that would settle the cause (for the probe layer), in
-    ``whyspike probe --intervene`` syntax. ``article``: what the seed article predicted (seed scenarios only).
+    all agrees with it. ``probe_plan``: the experiments that settle the cause, as ``whyspike demo`` runs them
+    (``_plans``): interventions in ``whyspike probe --intervene`` syntax, ``seeds`` (the seed band), or a change of
+    the scenario's own configuration where no intervention can say it (``augment.shift=+5``,
+    ``resume.restore_optimizer``, ``init.scale=3``); empty when a check on the recording settles it without
+    retraining. ``article``: what the seed article predicted (seed scenarios only).
     """
 
     name: str

@@ -150,3 +150,15 @@ def train_classifier(model, optimizer, data: Data, run_dir: Path, *, epochs: int
             vl, va = evaluate(model, data.xv, data.yv)
             rec.epoch_end(val_loss=vl, val_accuracy=va, **(extra or {}))
     rec.close(verdict=False)
+
+
+def classifier_spec(data: Data, model_fn: Callable[[], object], *, lr: float, epochs: int, batch_size: int,
+                    momentum: float = 0.0, schedule: Callable[[int, int], float] | None = None):
+    """The training of :func:`train_classifier` as a probe :class:`~whyspike.probe.TrainingSpec`: the same data,
+    model, SGD and schedule, full batches only (``drop_last``, as the loop drops a short last batch). What differs
+    is only what the probe engines key by seed: the initialisation and data order (``epoch_order``, not
+    ``torch.randperm``), so a probe's seed band replaces the recording's one draw."""
+    from ..probe.spec import TrainingSpec
+
+    return TrainingSpec(model_fn, data.x, data.y, data.xv, data.yv, loss="cross_entropy", optimizer="sgd", lr=lr,
+                        momentum=momentum, batch_size=batch_size, epochs=epochs, drop_last=True, schedule=schedule)

@@ -61,6 +61,6 @@ SCENARIO = Scenario(
     why=("For 30 epochs every training batch carries noise and missing features; from epoch 30 the batches are "
          "clean, so the training loss falls to what the model already achieves on clean data. Nothing in the "
          "optimizer changed, and validation (never augmented) hardly moves."),
-    probe_plan=("data.hold=augment", "data.shift=+5"),
+    probe_plan=("augment.shift=+5",),
     tags=("event",),
 )

@@ -78,6 +78,36 @@ def train(cfg: Config, run_dir: Path) -> None:
     rec.close(verdict=False)
 
 
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine: full-batch GD (one step an "epoch") from the recording's
+    own initialisation, at the recording's LR. The LR is set against *this* initialisation's sharpness (another
+    seed's differs by a few percent, enough to move a 6% margin), so every replica starts from it: full-batch GD
+    is then deterministic, and one replica per arm says all."""
+    import torch
+
+    from ..probe.spec import TrainingSpec
+
+    x, y = regression_data(cfg.n, cfg.dim, seed=0)
+    nn = torch.nn
+
+    def model_fn():
+        torch.manual_seed(cfg.seed)  # inside the engine's fork_rng: the recording's initialisation
+        return nn.Sequential(nn.Linear(cfg.dim, cfg.width), nn.Tanh(), nn.Linear(cfg.width, 1))
+
+    with torch.random.fork_rng(devices=[]):
+        model = model_fn()
+    lam0 = top_hessian_eigenvalue(lambda: ((model(x) - y) ** 2).mean(), list(model.parameters()))
+    return TrainingSpec(model_fn, x, y, loss="mse", lr=cfg.lr_over_critical * 2 / lam0, batch_size=cfg.n,
+                        epochs=cfg.steps)
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
+
+
 SCENARIO = Scenario(
     name="catapult",
     description="full-batch GD at 1.06 x 2/sharpness: the loss shoots up, then falls back lower (catapult)",
@@ -88,6 +118,6 @@ SCENARIO = Scenario(
     why=("The step is 6% too large for the initial curvature, so the loss grows along the sharpest direction "
          "until the weights are thrown into a flatter region where the same step is stable; there the loss falls "
          "below where it started."),
-    probe_plan=("lr=x0.5", "sharpness"),
+    probe_plan=("lr.scale=0.5",),
     tags=("dynamics",),
 )

@@ -44,6 +44,29 @@ def train(cfg: Config, run_dir: Path) -> None:
     rec.close(verdict=False)
 
 
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine: full-batch GD, one step an "epoch"."""
+    import torch
+
+    from ..probe.spec import TrainingSpec
+
+    x, y = regression_data(cfg.n, cfg.dim, seed=0, sharp=3.0, noise=0.3)
+    nn = torch.nn
+
+    def model_fn():
+        return nn.Sequential(nn.Linear(cfg.dim, cfg.width), nn.Tanh(), nn.Linear(cfg.width, cfg.width), nn.Tanh(),
+                             nn.Linear(cfg.width, 1))
+
+    return TrainingSpec(model_fn, x, y, loss="mse", lr=cfg.lr, batch_size=cfg.n, epochs=cfg.steps)
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
+
+
 SCENARIO = Scenario(
     name="edge-of-stability",
     description="full-batch GD at lr 0.2: sharpness climbs to 2/lr = 10, the loss spikes repeatedly",
@@ -54,6 +77,6 @@ SCENARIO = Scenario(
     sizes={"full": Config(steps=2500), "ci": Config()},
     why=("Gradient descent keeps sharpening the network until the top curvature reaches 2/lr; each overshoot "
          "along that direction is a loss spike, after which the curvature falls back and training goes on."),
-    probe_plan=("lr=x0.5", "sharpness"),
+    probe_plan=("seeds", "lr.scale=0.5"),
     tags=("dynamics",),
 )

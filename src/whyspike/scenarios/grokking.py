@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import require
 from ._base import Scenario
 from ._torchkit import torch_seeded
 
@@ -28,17 +29,23 @@ class Config:
     hidden: int = 256
 
 
-def train(cfg: Config, run_dir: Path) -> None:
+def pairs(cfg: Config):
+    """All pairs (a, b), their sums mod p, and the train / validation split, drawn from torch's global RNG seeded
+    with ``cfg.seed`` (which it leaves there: the recording initialises its model next)."""
     torch = torch_seeded(cfg.seed)
-    from ..record.torch import Recorder
-
-    f, nn, p = torch.nn.functional, torch.nn, cfg.modulus
+    p = cfg.modulus
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     x = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
     y = (x[:, 0] + x[:, 1]) % p
     perm = torch.randperm(len(x))
     n = int(len(x) * cfg.train_fraction)
-    tr, va = perm[:n], perm[n:]
+    return x, y, perm[:n], perm[n:]
+
+
+def add_mod(cfg: Config):
+    """Embedding of each operand, concatenated, one hidden ReLU layer, logits over the p residues."""
+    torch = require("torch", "torch")
+    nn, p = torch.nn, cfg.modulus
 
     class AddMod(nn.Module):
         def __init__(self):
@@ -49,7 +56,18 @@ def train(cfg: Config, run_dir: Path) -> None:
         def forward(self, pairs):
             return self.mlp(self.emb(pairs).reshape(len(pairs), -1))
 
-    model = AddMod()
+    return AddMod()
+
+
+def train(cfg: Config, run_dir: Path) -> None:
+    x, y, tr, va = pairs(cfg)  # seeds torch first: the split, then the initialisation, as before
+    import torch
+
+    from ..record.torch import Recorder
+
+    f = torch.nn.functional
+    n = len(tr)
+    model = add_mod(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rec = Recorder(opt, model, run_dir=run_dir, live=False, batch_size=n, train_size=n, eval_size=len(va),
                    steps_per_epoch=1, checkpoints=0)
@@ -69,6 +87,27 @@ def train(cfg: Config, run_dir: Path) -> None:
     rec.close(verdict=False)
 
 
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine: full batch (one step an "epoch", so the probe's epochs are
+    the recording's steps), AdamW, validation after every step (the recording: every ``eval_every``)."""
+    import torch
+
+    from ..probe.spec import TrainingSpec
+
+    with torch.random.fork_rng(devices=[]):  # the split's seeding stays here
+        x, y, tr, va = pairs(cfg)
+    return TrainingSpec(lambda: add_mod(cfg), x[tr], y[tr], x[va], y[va], optimizer="adamw", lr=cfg.lr,
+                        weight_decay=cfg.weight_decay, batch_size=len(tr), epochs=cfg.steps)
+
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
+
+
 SCENARIO = Scenario(
     name="grokking",
     description="(a+b) mod 31: train fit at once, validation rises hundreds of steps later (AdamW wd 1)",
@@ -79,6 +118,6 @@ SCENARIO = Scenario(
     why=("The training pairs are memorized within ~15 steps; weight decay then slowly trades the memorizing weights "
          "for the smaller-norm solution that computes the sum, and validation accuracy rises from chance long "
          "after the training set is fit."),
-    probe_plan=("wd=x0.5", "wd=x2", "wd=0", "seeds"),
+    probe_plan=("seeds", "wd=off"),
     tags=("dynamics",),
 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._base import Scenario
-from ._torchkit import blobs, mlp, torch_seeded, train_classifier
+from ._torchkit import blobs, classifier_spec, mlp, torch_seeded, train_classifier
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,26 @@ def train(cfg: Config, run_dir: Path) -> None:
                      scheduler=sched)
 
 
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine (``whyspike probe whyspike.scenarios.lr_step_decay:spec_ci``)."""
+    data = blobs(cfg.n_train, cfg.n_val, seed=cfg.seed, label_noise=cfg.label_noise, offset=0.3)
+    milestone, gamma = cfg.milestone, cfg.gamma
+
+    def step_decay(step: int, epoch: int) -> float:  # MultiStepLR stepped at each epoch's end
+        return gamma if milestone and epoch >= milestone else 1.0
+
+    return classifier_spec(data, lambda: mlp([64, 256, 256, 10]), lr=cfg.lr, momentum=cfg.momentum,
+                           epochs=cfg.epochs, batch_size=cfg.batch_size, schedule=step_decay)
+
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
+
+
 SCENARIO = Scenario(
     name="lr-step-decay",
     description="SGD at lr 0.2 on noisy labels swings; the x0.1 milestone at epoch 20 settles it",
@@ -50,6 +70,6 @@ SCENARIO = Scenario(
     why=("At lr 0.2 every step overshoots the valley the noisy labels leave, so validation accuracy swings from "
          "epoch to epoch; at the milestone the step size falls tenfold, the model settles, train and validation "
          "jump together and the swings collapse."),
-    probe_plan=("lr.shift=+5", "lr.hold"),
+    probe_plan=("seeds", "lr.shift=+3", "lr.decay=off"),
     tags=("event",),
 )

@@ -63,6 +63,5 @@ SCENARIO = Scenario(
     why=("Keras averages the training accuracy over the epoch's batches; in epoch 1 the model goes from chance to "
          "~0.9 within the epoch, so the average is far below what the model reaches at its end. Validation is "
          "measured at the end, and so is the detailed tier's train_eval_accuracy: both are high from epoch 1."),
-    probe_plan=("eval.train_at_epoch_end",),
     tags=("zero-retrain",),
 )

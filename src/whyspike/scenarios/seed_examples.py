@@ -72,7 +72,7 @@ SCENARIOS = (
              "halves 3.2 times per epoch (0.01 -> 1.25e-3 after the first epoch, ~1e-31 after the thirtieth). "
              "Training stalls after ~2 epochs; by epochs 10 and 20 the LR is ~1e-12 and ~1e-21, and halving it "
              "moves nothing. The fix for \"every 10 epochs\" is decay_steps = 10 x 32 = 320."),
-        probe_plan=("lr.schedule=decay_steps:320",),
+        probe_plan=("lr.decay=off",),
         tags=("seed",),
     ),
     Scenario(
@@ -90,7 +90,7 @@ SCENARIOS = (
              "generalize; a halved Adam step lets the network memorize a little faster, so the training loss "
              "steps down at the decay — a small step (~0.015 at epoch 10; significant for 2 of seeds 0-4), not a spike "
              "in accuracy."),
-        probe_plan=("lr.shift=+5", "lr.hold"),
+        probe_plan=("seeds", "lr.shift=+3"),
         tags=("seed",),
     ),
     Scenario(
@@ -107,7 +107,7 @@ SCENARIOS = (
         why=("The labels are random, so accuracy can only rise by memorizing 1000 examples, slowly and steadily; "
              "the training accuracy Keras reports is a running mean over each epoch, whose epoch-to-epoch wobble "
              "is the mini-batch noise the article means — a few hundredths, nothing that stands out of it."),
-        probe_plan=("seeds",),
+        probe_plan=("seeds", "bn.recompute"),
         tags=("seed",),
     ),
     Scenario(

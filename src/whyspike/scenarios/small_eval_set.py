@@ -49,6 +49,5 @@ SCENARIO = Scenario(
     why=("Each validation reading counts hits among 50 freshly drawn examples, so it moves in steps of 0.02 and "
          "carries a binomial noise of ~0.05; the model improves smoothly underneath, and the epoch-to-epoch leaps "
          "are the luck of which examples were drawn."),
-    probe_plan=("eval.bootstrap", "eval.mcnemar"),
     tags=("zero-retrain",),
 )

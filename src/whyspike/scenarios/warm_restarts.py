@@ -7,11 +7,12 @@ cycle anneals.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._base import Scenario
-from ._torchkit import blobs, mlp, torch_seeded, train_classifier
+from ._torchkit import blobs, classifier_spec, mlp, torch_seeded, train_classifier
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,26 @@ def train(cfg: Config, run_dir: Path) -> None:
                      scheduler=sched)
 
 
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine (``whyspike probe whyspike.scenarios.warm_restarts:spec_ci``)."""
+    data = blobs(cfg.n_train, cfg.n_val, seed=cfg.seed, label_noise=cfg.label_noise, offset=0.3)
+    floor, cycle = 1e-3, cfg.cycle
+
+    def sgdr(step: int, epoch: int) -> float:  # CosineAnnealingWarmRestarts stepped at each epoch's end
+        return floor + (1 - floor) * (1 + math.cos(math.pi * (epoch % cycle) / cycle)) / 2
+
+    return classifier_spec(data, lambda: mlp([64, 256, 256, 10]), lr=cfg.lr, momentum=cfg.momentum,
+                           epochs=cfg.epochs, batch_size=cfg.batch_size, schedule=sgdr)
+
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
+
+
 SCENARIO = Scenario(
     name="warm-restarts",
     description="SGDR: cosine cycles of 15 epochs; validation drops at each restart to lr 0.2",
@@ -49,6 +70,6 @@ SCENARIO = Scenario(
     why=("Each cycle anneals the LR to ~0 and the model settles; the restart sets it back to 0.2 in one epoch, "
          "the model is thrown out of the valley, and validation accuracy falls before the next cycle climbs "
          "above the last one."),
-    probe_plan=("lr.shift=+5", "lr.hold"),
+    probe_plan=("seeds", "lr.shift=+2", "lr.decay=off"),
     tags=("event",),
 )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._base import Scenario
-from ._torchkit import blobs, mlp, torch_seeded, train_classifier
+from ._torchkit import blobs, classifier_spec, mlp, torch_seeded, train_classifier
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,37 @@ class Config:
     batch_size: int = 200  # large batches: the per-batch loss is smooth enough to show one spike
 
 
+def warmup_cosine(cfg: Config, step: int) -> float:
+    """The LR multiplier of optimizer step ``step``: linear warmup, then cosine to zero."""
+    total = cfg.epochs * (cfg.n_train // cfg.batch_size)
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+
+
 def train(cfg: Config, run_dir: Path) -> None:
     torch = torch_seeded(cfg.seed)
     data = blobs(cfg.n_train, cfg.n_val, seed=cfg.seed, offset=0.3)
     model = mlp([64, 256, 256, 10])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum)
-    total = cfg.epochs * (cfg.n_train // cfg.batch_size)
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(cfg, step))
     train_classifier(model, opt, data, run_dir, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                      scheduler=sched, step_scheduler=True)
+
+
+def spec(cfg: Config = Config()):
+    """This training for the probes' in-process engine (LambdaLR stepped every batch: step g uses factor(g))."""
+    data = blobs(cfg.n_train, cfg.n_val, seed=cfg.seed, offset=0.3)
+    return classifier_spec(data, lambda: mlp([64, 256, 256, 10]), lr=cfg.peak_lr, momentum=cfg.momentum,
+                           epochs=cfg.epochs, batch_size=cfg.batch_size,
+                           schedule=lambda step, epoch: warmup_cosine(cfg, step))
+
+def spec_ci():
+    return spec(SCENARIO.config("ci"))
+
+
+def spec_full():
+    return spec(SCENARIO.config("full"))
 
 
 SCENARIO = Scenario(
@@ -57,6 +73,6 @@ SCENARIO = Scenario(
     why=("The warmup raises the step size every batch; near its peak (here at ~0.35-0.4, step ~35) the step "
          "exceeds what the curvature allows and the loss shoots up ~0.08 -> 0.6; the weights are thrown into a "
          "flatter region, and training goes on smoothly at the peak LR and through the cosine decay."),
-    probe_plan=("lr.warmup=x2", "lr.peak=x0.5", "seeds"),
+    probe_plan=("seeds", "lr.warmup=2"),
     tags=("event",),
 )

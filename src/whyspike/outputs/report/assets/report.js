@@ -122,6 +122,16 @@
     });
   }
 
+  // the whole decades of a log axis, computed here: uPlot's own log splits never end below ~1e-16 (a vanished LR)
+  function logSplits(u, axisIdx, min, max) {
+    var out = [];
+    for (var e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) {
+      var v = Math.pow(10, e);
+      if (v >= min * (1 - 1e-9) && v <= max * (1 + 1e-9)) out.push(v);
+    }
+    return out;
+  }
+
   function yValues(s, log) {
     if (!log) return s.y;
     return s.y.map(function (v) { return v !== null && v > 0 ? v : null; });
@@ -142,7 +152,7 @@
         // the x label once, under the last panel of a stack
         isLast ? { label: spec.xlabel, labelSize: 16, size: 30, values: tickLabels }
                : { size: 28, values: tickLabels },
-        log ? { size: 64, filter: decades, values: tickLabels,
+        log ? { size: 64, splits: logSplits, filter: decades, values: tickLabels,
                 grid: { show: true, stroke: "rgba(0,0,0,0.07)", width: 2, filter: decades },
                 ticks: { show: true, stroke: "rgba(0,0,0,0.07)", width: 2, size: 10, filter: decades } }
             : { size: 64, values: tickLabels },
