@@ -36,3 +36,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_ignore_collect(collection_path, config):
+    # conftest files are plugins, not doctest modules: collected as such (--doctest-modules) two of them clash by
+    # their shared basename when several test folders are named on the command line
+    return True if collection_path.name == "conftest.py" else None

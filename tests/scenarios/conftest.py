@@ -1,20 +1,8 @@
-import importlib.util
-
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread_and_every_checkpoint(monkeypatch):
-    # tiny trainings have millisecond epochs: without this the checkpoint time budget would skip epochs (and the
-    # recordings would differ from run to run by what the clock allowed)
-    monkeypatch.setenv("WHYSPIKE_CHECKPOINT_BUDGET", "1")
-    if importlib.util.find_spec("torch") is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _tiny_trainings(checkpoint_every_epoch, one_torch_thread):
+    # a checkpoint at every epoch (recordings must not depend on what the clock allowed), one torch thread: see
+    # tests/conftest.py
     yield
-    torch.set_num_threads(before)
-
