@@ -161,3 +161,31 @@ def test_diagnose_applies_a_probe_study_to_a_log(lr_study, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert main(["diagnose", str(log), "--probes", str(bad)]) == 1
+
+
+def test_bad_study_directories_are_one_line_errors_and_a_damaged_arm_runs_again(lr_study, tmp_path, capsys):
+    import shutil
+
+    from whyspike.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["probe", target("constant"), "--out", str(blocker), "--executor", "inline"]) == 2  # click: a file
+    capsys.readouterr()
+    assert main(["probe", target("constant"), "--out", str(blocker / "sub"), "--executor", "inline"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be used as a study directory" in err[0]
+    out, first = lr_study
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    (copy / "replicas" / "lr.shift=+3.json").write_text('[{"name": "trunc')  # damaged by hand
+    again = run_study(target("lr_drop"), copy, spike=12, interventions=["lr.shift=+3", "lr.decay=off"], seeds=2,
+                      metric="train_accuracy", executor="inline", progress=False)
+    assert (copy / "replicas" / "lr.shift=+3.json.corrupt").exists()  # set aside, not silently overwritten
+    assert {v["name"]: v["verdict"] for v in again["interventions"]} == {
+        v["name"]: v["verdict"] for v in first["interventions"]}
+    (copy / "study.json").write_text("{not json")
+    assert main(["probe", target("lr_drop"), "--out", str(copy), "--spike", "12", "--seeds", "2",
+                 "--metric", "train_accuracy", "--executor", "inline", "--intervene", "lr.shift=+3",
+                 "--intervene", "lr.decay=off"]) == 1
+    assert "study.json" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from . import interventions as iv_mod
 from .interventions import Intervention
 from .stats import seed_band
 from .study import (AFTER, BRANCH_MARGIN, METRICS, SCHEMA, _arm_file, _atomic_json, _describe,
-                    _diagnose_original, _finite, _judge, _Progress)
+                    _diagnose_original, _finite, _judge, _Progress, finished_arm, open_study)
 
 ENGINE = "blackbox"
 STREAMS = ("seed.data", "seed.noise")  # per-epoch seed streams: varied for the band, branch-safe
@@ -97,17 +97,11 @@ def run_script_study(script: str | os.PathLike, argv: list[str] | None, out: str
     env = {str(k): str(v) for k, v in dict(env or {}).items()}
     cwd = Path.cwd()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "replicas").mkdir(exist_ok=True)
     asked = [iv_mod.parse(s) for s in (interventions or [])]
     config = {"schema": SCHEMA, "target": str(script.resolve()), "argv": argv, "engine": ENGINE, "metric": metric,
               "seeds": seeds, "spike_requested": spike, "interventions": [str(i) for i in asked], "env": env}
+    open_study(out, config)
     saved = out / "study.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        if old.get("config") and old["config"] != config:
-            raise UsageError(f"{out} holds another study ({old['config']}); give another --out, or the same "
-                             "arguments to resume it")
     t0 = time.perf_counter()
     notes: list[str] = []
     original, run_dir = _original(script, argv, out, env, timeout, cwd)
@@ -159,7 +153,7 @@ def run_script_study(script: str | os.PathLike, argv: list[str] | None, out: str
               "streams": streams, "seed_mode": seed_mode}
     tasks: dict[str, dict] = {}
     for arm, items in arms.items():
-        if (out / "replicas" / _arm_file(arm)).exists():
+        if finished_arm(out / "replicas" / _arm_file(arm)) is not None:
             continue
         e = epochs_of(arm)
         tasks[arm] = common | {"arm": arm, "interventions": items, "seeds": seed_list,
@@ -379,7 +373,7 @@ def _load(out: Path, arm: str) -> list:
     from .engines.blackbox import ScriptReplicaResult
 
     f = out / "replicas" / _arm_file(arm)
-    return [ScriptReplicaResult.from_dict(d) for d in json.loads(f.read_text())] if f.exists() else []
+    return [ScriptReplicaResult.from_dict(d) for d in finished_arm(f) or []]
 
 
 def _replay(out: Path, base: list, metric: str) -> dict | None:

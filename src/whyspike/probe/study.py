@@ -133,6 +133,40 @@ def _default(o):
     raise TypeError(type(o).__name__)
 
 
+def open_study(out: Path, config: dict) -> None:
+    """Make the study directory, or check that the one there holds this study (one-line errors otherwise)."""
+    try:
+        (out / "replicas").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot be used as a study directory ({exc.strerror or exc})",
+                         "give --out a directory that can be written") from None
+    saved = out / "study.json"
+    if saved.exists():
+        try:
+            old = json.loads(saved.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(saved, f"is not readable ({exc})",
+                             "give another --out, or delete the directory to start the study again") from None
+        if isinstance(old, dict) and old.get("config") and old["config"] != config:
+            raise UsageError(f"{out} holds another study ({old['config']}); give another --out, or the same "
+                             "arguments to resume it")
+
+
+def finished_arm(path: Path) -> list | None:
+    """An arm's saved results, or None when it has to run (no file, or one that cannot be read: set aside as
+    ``.corrupt`` so that the arm runs again and nothing is overwritten unseen)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, list):
+            return data
+    except (OSError, ValueError):
+        pass
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
 def _arm_file(arm: str) -> str:
     return re.sub(r"[^\w.=+-]", "_", arm) + ".json"
 
@@ -170,18 +204,12 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
     if not isinstance(seeds, int) or seeds < 1:
         raise UsageError(f"--seeds {seeds!r}: must be a whole number >= 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "replicas").mkdir(exist_ok=True)
-    spec = build_spec(target)
     asked = [iv_mod.parse(s) for s in (interventions or [])]
     config = {"schema": SCHEMA, "target": target, "metric": metric, "seeds": seeds, "engine": engine,
               "spike_requested": spike, "interventions": [str(i) for i in asked]}
+    open_study(out, config)
+    spec = build_spec(target)
     saved = out / "study.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        if old.get("config") and old["config"] != config:
-            raise UsageError(f"{out} holds another study ({old['config']}); give another --out, or the same "
-                             "arguments to resume it")
     t0 = time.perf_counter()
     original = _original(spec, out, metric)
     at, diagnosis = _diagnose_original(original, metric)
@@ -208,7 +236,7 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
     arms = {"baseline": []} | {str(i): [str(i)] for i in asked if not i.evaluation_only}
     _atomic_json(saved, {"config": config, "spike": at, "arms": list(arms), "branch_epoch": branch_epoch,
                          "horizon": horizon, "evaluation_only": [str(i) for i in asked if i.evaluation_only]})
-    todo = {arm: ivs for arm, ivs in arms.items() if not (out / "replicas" / _arm_file(arm)).exists()}
+    todo = {arm: ivs for arm, ivs in arms.items() if finished_arm(out / "replicas" / _arm_file(arm)) is None}
     # arms are packed into as many tasks as there are workers: replicas of one task train together (stacked)
     n_tasks = 1 if executor == "inline" else max(1, min(len(todo), workers or os.cpu_count() or 1))
     packs: list[dict] = [{} for _ in range(n_tasks)]
@@ -350,7 +378,7 @@ def _judge(out: Path, config: dict, at, arms: dict, errors: dict, bn: dict, bran
     loaded = {}
     for arm in arms:
         f = out / "replicas" / _arm_file(arm)
-        loaded[arm] = [ReplicaResult.from_dict(d) for d in json.loads(f.read_text())] if f.exists() else []
+        loaded[arm] = [ReplicaResult.from_dict(d) for d in finished_arm(f) or []]
     radius = 3.0
     base = loaded["baseline"]
     band = seed_band(base, metric, at, radius) if at is not None else Band(metric, [])
