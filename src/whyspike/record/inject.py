@@ -641,7 +641,8 @@ def _trim(te: traceback.TracebackException, script: str, seen: set[int]) -> None
     seen.add(id(te))
     frames = list(te.stack)
     start = next((i for i, f in enumerate(frames) if _same_file(f.filename, script)), 0)
-    ours = (str(Path(__file__).resolve()), str(Path(__file__).with_name("_intervene.py").resolve()))
+    ours = tuple(str(Path(__file__).with_name(f).resolve())
+                 for f in ("inject.py", "_intervene.py", "_intervene_plan.py", "_intervene_lr.py"))
     kept = [f for f in frames[start:] if not any(_same_file(f.filename, o) for o in ours)]
     te.stack = traceback.StackSummary.from_list(kept)
     for nxt in (te.__cause__, te.__context__):
