@@ -59,7 +59,9 @@ def locate_jump(x, y, around: float | None = None, radius: float | None = None, 
         if finite.sum() < 4:
             return None
         x, y, n = x[finite], y[finite], int(finite.sum())
-    sigma = curve_noise(y) if noise is None else noise
+    # a curve that does not move (an accuracy saturated at 1.0) has no point-to-point noise: floor it at a
+    # thousandth of its scale, so that its first small change is not infinitely significant
+    sigma = max(curve_noise(y) if noise is None else noise, 1e-3 * float(np.nanmax(np.abs(y))))
     best: tuple[float, int, float] | None = None
     for t in range(1, n):
         if around is not None and radius is not None and abs(x[t] - around) > radius:
