@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 
 PARTS = ("hessian", "interp", "surface", "gns")
 
@@ -69,7 +69,8 @@ def landscape_cmd(run, spike, factory, what, grid, surface_kind, span, batch_siz
     parts = _parse_what(what)
     spike_arg = _parse_spike(spike)
     if not Path(run).is_dir():
-        raise UsageError(f"{run}: not a directory — pass a run directory written by a whyspike recorder")
+        raise InputError(run, "does not exist" if not Path(run).exists() else "is not a directory",
+                         "pass a run directory written by a whyspike recorder")
     from ..landscape.analyze import analyze_run
     from ..landscape.sources import build_setup
 
