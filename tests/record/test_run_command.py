@@ -262,3 +262,23 @@ def test_a_script_with_a_syntax_error_gets_python_s_own_message(tmp_path):
     assert done.returncode == 1
     assert "SyntaxError" in done.stderr and "broken.py" in done.stderr and "line 2" in done.stderr
     assert "inject.py" not in done.stderr and "whyspike: no training was recorded" in done.stderr
+
+
+@needs_keras
+def test_an_intervention_the_script_cannot_take_is_one_line(tmp_path):
+    """A probe's intervention that the script's training cannot take (momentum on Adam) is whyspike's error, not the
+    script's: one line naming it, no traceback."""
+    import textwrap
+
+    script = write(tmp_path, "adam.py", textwrap.dedent("""
+        import numpy as np, keras
+        x = np.random.rand(64, 4).astype("float32"); y = np.random.randint(0, 3, 64)
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        m.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        m.fit(x, y, epochs=2, verbose=0)
+        """))
+    done = whyspike_run(tmp_path, str(script), "-q", env={"WHYSPIKE_INTERVENE": '{"momentum": "off"}'})
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("whyspike: error:")]
+    assert len(errors) == 1 and "momentum=off" in errors[0] and "Adam" in errors[0]
+    assert "Traceback" not in done.stderr

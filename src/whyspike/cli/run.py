@@ -46,6 +46,14 @@ def run_cmd(script, script_args, out, detailed, every, checkpoints, threads, qui
     with Injection(path, options) as injection:
         outcome = injection.run(list(script_args))
     sys.stdout.flush()
+    from ..record._intervene_plan import InterventionError
+
+    if isinstance(outcome.error, InterventionError):  # ours, not the script's: one line, no traceback
+        print(f"\nwhyspike: error: {outcome.error} — the Model.fit it was applied to did not run", file=sys.stderr,
+              flush=True)
+        if outcome.runs:  # fits before it recorded runs
+            _report(script, outcome.runs)
+        return outcome.exit_code
     if outcome.error is not None:
         print(f"\nwhyspike: {script} raised {type(outcome.error).__name__} (its own traceback below); what was "
               "recorded up to then is kept", file=sys.stderr)
