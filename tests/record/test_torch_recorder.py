@@ -823,3 +823,39 @@ def test_an_epoch_row_has_the_wall_time_of_the_epochs_end(tmp_path):
     rec.close()  # the rows are handed over here, 0.2 s and more after their epochs ended
     walls = [r["wall_time"] for r in rec.writer.epoch_rows]
     assert all(abs(w - e) < 0.1 for w, e in zip(walls, ends)), (walls, ends)
+
+
+def test_a_resumed_training_continues_the_step_and_epoch_numbering(tmp_path):
+    """A second Recorder on the same run directory, resuming from the first run's checkpoint, appends its rows
+    after the first run's instead of overwriting steps 0..n."""
+    from whyspike.record.torch import load_checkpoint
+
+    x, y, _, _ = teacher_data(n=96)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=5)
+    for epoch in range(2):
+        for xb, yb in batches(x, y, 32, seed=epoch):
+            fit_batch(model, opt, rec, xb, yb)
+        rec.epoch_end()
+    rec.close()
+    state = load_checkpoint(tmp_path / "checkpoints" / "epoch-0001")
+    assert state["step"] == 6
+    model2 = mlp()
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.2)
+    load_checkpoint(tmp_path / "checkpoints" / "epoch-0001", model2, opt2)
+    rec2 = Recorder(opt2, model2, tmp_path, live=False, checkpoints=5, first_epoch=state["epoch"] + 1,
+                    first_step=state["step"])
+    for epoch in range(2, 4):
+        for xb, yb in batches(x, y, 32, seed=epoch):
+            fit_batch(model2, opt2, rec2, xb, yb)
+        rec2.epoch_end()
+    rec2.close()
+    steps, loss = read(tmp_path, "step/loss")
+    assert steps.tolist() == list(range(12)) and np.isfinite(loss).all()
+    import whyspike
+
+    run = whyspike.load_run(tmp_path)
+    assert run.series["loss"].x.tolist() == [0, 1, 2, 3]
+    with pytest.raises(Exception, match="first_step"):
+        Recorder(opt2, model2, tmp_path / "other", first_step=-1)

@@ -45,7 +45,9 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
     on a 0.13 ms micro-step, where the two cost ~30% of the step), re-measured at each drain; 1 for the Lightning
     and Hugging Face callbacks (whose own per-step work dwarfs it). The detailed tier takes both at every
     recorded step; a pre-clip norm returned by ``clip_grad_norm_`` is free and recorded at every recorded step. ``flush_every``: steps kept on the device between host copies.
-    ``checkpoints``: how many epoch checkpoints to keep (0: none). ``live``: one line per new jump at epoch end and
+    ``first_epoch`` / ``first_step``: where a resumed training's numbering continues (e.g. ``state["epoch"] + 1`` and
+    ``state["step"]`` of the checkpoint it resumes from), so that its rows follow the first run's instead of
+    overwriting them. ``checkpoints``: how many epoch checkpoints to keep (0: none). ``live``: one line per new jump at epoch end and
     the diagnosis at :meth:`close`. ``hooks``: register the optimizer step hooks (the framework callbacks pass
     False and feed the same signals from their own hooks).
     """
@@ -54,7 +56,8 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
                  sample_every: int | None = None, flush_every: int = 200, checkpoints: int = 3, live: bool = True, scheduler=None, loss_fn=None,
                  train_loader=None, val_loader=None, batch_size: int | None = None,
                  steps_per_epoch: int | None = None, train_size: int | None = None, eval_size: int | None = None,
-                 epochs: int | None = None, first_epoch: int = 0, detail_every: int = 50, bn_batches: int = 50,
+                 epochs: int | None = None, first_epoch: int = 0, first_step: int = 0, detail_every: int = 50,
+                 bn_batches: int = 50,
                  train_eval_batches: int = 20, hooks: bool = True, out: TextIO | None = None,
                  framework: str = "torch"):
         if tier not in TIERS:
@@ -68,6 +71,9 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
                         ("detail_every", detail_every)):
             if not isinstance(v, int) or v < 1:
                 raise UsageError(f"Recorder({name}={v!r}): must be a whole number >= 1")
+        for name, v in (("first_epoch", first_epoch), ("first_step", first_step)):
+            if not isinstance(v, int) or v < 0:
+                raise UsageError(f"Recorder({name}={v!r}): must be a whole number >= 0")
         torch = _t()
         self.tier, self.every, self.flush_every = tier, every, flush_every
         self.detail_every, self.bn_batches, self.train_eval_batches = detail_every, bn_batches, train_eval_batches
@@ -94,10 +100,11 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._tensor_t = torch.Tensor
         self._batch_size_known = False  # meta.json has batch_size (checked per step until it has)
         self._epoch_extra: dict[str, float] = {}
-        self._epoch_start_update = 0
-        self._epoch_start_call = 0
-        self._n_updates = 0  # optimizer steps taken (the step axis)
-        self._n_calls = 0  # rec.step() calls
+        self._epoch_start_update = first_step
+        self._epoch_start_call = first_step
+        self._first_step = first_step
+        self._n_updates = first_step  # optimizer steps taken (the step axis; a resumed run continues its count)
+        self._n_calls = first_step  # rec.step() calls
         self._order: str | None = None  # rec.step() called "before" or "after" optimizer.step()
         self._pending_clip: dict[int, Any] = {}
         self._views: dict[int, OptimizerView] = {}
@@ -261,8 +268,8 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
                 else:
                     n = self._n_updates
                     if self._order is None:
-                        self._order = "after" if n > 0 else "before"
-                    step = n - 1 if n > 0 and self._order == "after" else n
+                        self._order = "after" if n > self._first_step else "before"
+                    step = n - 1 if n > self._first_step and self._order == "after" else n
             self._n_calls += 1
             if step % self.every or self.writer.broken:
                 return
@@ -371,7 +378,8 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
     def _epoch_meta(self) -> None:
         facts: dict[str, Any] = {}
         if "steps_per_epoch" not in self.writer.meta:
-            n = self._n_updates - self._epoch_start_update if self._n_updates else self._n_calls - self._epoch_start_call
+            n = self._n_updates - self._epoch_start_update if self._n_updates > self._first_step \
+                else self._n_calls - self._epoch_start_call
             if n > 0:
                 facts["steps_per_epoch"] = n
         if not self.meta_written:
