@@ -8,9 +8,7 @@ from contextlib import nullcontext
 import click
 from rich.console import Console
 
-from ..diagnosis import diagnose
-from ..errors import UsageError
-from ..importers import formats, load_run
+from ._diagnosed import check_input_format, fold_landscape, fold_probes, read_and_diagnose, read_documents
 
 EXIT_SPIKE = 3
 
@@ -40,27 +38,17 @@ EXIT_SPIKE = 3
 def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size, fail_on_spike, probes, landscape,
                  no_landscape, verbose):
     """Explain the significant jumps in the training log at PATH (file or directory)."""
-    known = formats()
-    if input_format is not None and input_format not in known:
-        raise UsageError(f"--input-format {input_format!r} is not a known log format; use one of: "
-                         f"{', '.join(sorted(known))}")
+    check_input_format(input_format)
+    probes, landscape = read_documents(probes, landscape)  # bad ones fail before the log is read
     err = Console(stderr=True)
-    # a spinner on an interactive stderr only: stdout stays clean for --format json and pipes
-    with err.status(f"reading {path}") if err.is_terminal else nullcontext() as status:
-        run = load_run(path, format=input_format)
-        if steps_per_epoch:
-            run.setup.steps_per_epoch = steps_per_epoch
-        if eval_size:
-            run.setup.eval_size, run.setup.eval_size_inferred = eval_size, False
-        if status is not None:
-            status.update(f"looking for jumps in {len(run.series)} series")
-        result = diagnose(run, metric=metric)
+    run, result = read_and_diagnose(path, input_format=input_format, steps_per_epoch=steps_per_epoch,
+                                    eval_size=eval_size, metric=metric, err=err)
     if landscape is not None:
-        _fold_landscape(result, landscape, err)
+        fold_landscape(result, landscape, err)
     elif not no_landscape and result.spikes:
         _measure_landscape(result, path, err)
     if probes is not None:
-        _fold_probes(result, probes, err)
+        fold_probes(result, probes, err)
     if output == "json":
         from ..outputs import to_json
 
@@ -71,20 +59,6 @@ def diagnose_cmd(path, metric, output, input_format, steps_per_epoch, eval_size,
         render_text(result, verbose=verbose)
     if fail_on_spike and result.spikes:
         raise click.exceptions.Exit(EXIT_SPIKE)
-
-
-def _document(path: str, schema: str, what: str, fix: str) -> dict:
-    import json
-
-    from ..errors import InputError
-
-    try:
-        doc = json.loads(open(path, encoding="utf-8").read())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"is not a readable {what} ({exc})", fix) from None
-    if not isinstance(doc, dict) or doc.get("schema") != schema:
-        raise InputError(path, f"is not a {what} (schema {schema})", fix)
-    return doc
 
 
 # the cheap landscape measurement the diagnosis runs itself: the curvature at the checkpoints around the main jump
@@ -126,24 +100,6 @@ def _measure_landscape(result, path: str, err: Console) -> None:
         return
     fold(result, report.to_dict())
 
-
-def _fold_landscape(result, path: str, err: Console) -> None:
-    from ..landscape.fold import fold
-
-    doc = _document(path, "whyspike/landscape-v1", "landscape report",
-                    "pass the output of `whyspike landscape RUN --format json -o FILE`")
-    if not fold(result, doc):
-        err.print(f"whyspike: the landscape report measured {(doc.get('spike') or {}).get('at')}, where this log "
-                  "shows no significant jump: its measurements were not applied")
-
-
-def _fold_probes(result, path: str, err: Console) -> None:
-    from ..probe.fold import fold
-
-    doc = _document(path, "whyspike/probe-v1", "probe result", "pass the result.json of a `whyspike probe` study")
-    if not fold(result, doc):
-        err.print(f"whyspike: the probe study is about epoch {doc.get('spike', {}).get('at')}, where this log shows "
-                  "no significant jump: its verdicts were not applied")
 
 
 __all__ = ["diagnose_cmd"]

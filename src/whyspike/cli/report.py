@@ -7,8 +7,8 @@ from contextlib import nullcontext
 import click
 from rich.console import Console
 
-from ..errors import UsageError, require
-from ..importers import formats, load_run
+from ..errors import require
+from ._diagnosed import check_input_format, fold_landscape, fold_probes, read_and_diagnose, read_documents
 
 
 @click.command("report")
@@ -36,27 +36,21 @@ def report_cmd(run_path, out, metric, probes, landscape, png, input_format, step
     mouse, hover for values), the evidence for each candidate cause, probe results and landscape plots when given,
     run-level findings and how to reproduce. It loads nothing from the network.
     """
-    from ..diagnosis import diagnose
     from ..outputs.report import write_png, write_report
 
     if png:
         require("matplotlib", "report")  # before any work: the install hint, not a report without its PNG
-    known = formats()
-    if input_format is not None and input_format not in known:
-        raise UsageError(f"--input-format {input_format!r} is not a known log format; use one of: "
-                         f"{', '.join(sorted(known))}")
+    check_input_format(input_format)
+    probes, landscape = read_documents(probes, landscape)  # bad ones fail before the log is read
     err = Console(stderr=True)
-    with err.status(f"reading {run_path}") if err.is_terminal else nullcontext() as status:
-        run = load_run(run_path, format=input_format)
-        if steps_per_epoch:
-            run.setup.steps_per_epoch = steps_per_epoch
-        if eval_size:
-            run.setup.eval_size, run.setup.eval_size_inferred = eval_size, False
-        if status is not None:
-            status.update(f"looking for jumps in {len(run.series)} series")
-        result = diagnose(run, metric=metric)
-        if status is not None:
-            status.update(f"writing {out}")
+    run, result = read_and_diagnose(run_path, input_format=input_format, steps_per_epoch=steps_per_epoch,
+                                    eval_size=eval_size, metric=metric, err=err)
+    # the verdict the report states is the one `whyspike diagnose --probes/--landscape` gives
+    if landscape is not None:
+        fold_landscape(result, landscape, err)
+    if probes is not None:
+        fold_probes(result, probes, err)
+    with err.status(f"writing {out}") if err.is_terminal else nullcontext():
         path = write_report(out, run, result, probes=probes, landscape=landscape)
         if png:
             png_path = write_png(png, result)

@@ -55,6 +55,16 @@ def read_json(value: Any, what: str, schema: str, keys: tuple[str, ...]) -> dict
     return value
 
 
+def read_probes(value: Any) -> dict | None:
+    """A probe result (``whyspike probe``'s result.json, a path or a dict), checked as :func:`read_json` does."""
+    return read_json(value, "probe results", PROBE_SCHEMA, ("interventions", "baseline"))
+
+
+def read_landscape(value: Any) -> dict | None:
+    """A landscape report (``whyspike landscape --format json``, a path or a dict), checked as :func:`read_json`."""
+    return read_json(value, "landscape", LANDSCAPE_SCHEMA, ("interpolation", "surface", "curvature", "noise_scale"))
+
+
 def num(v: Any) -> float | None:
     """A finite float, or None (bools, strings, NaN and inf are not numbers here)."""
     if isinstance(v, bool) or v is None:

@@ -39,9 +39,8 @@ def script_json(data: Any) -> str:
 def build(d: Diagnosis, *, probes: Any = None, landscape: Any = None, report_name: str = "report.html") -> str:
     """The page for diagnosis ``d`` (its run included), with the optional probe and landscape documents."""
     run = d.run
-    probes = inp.read_json(probes, "probe results", inp.PROBE_SCHEMA, ("interventions", "baseline"))
-    landscape = inp.read_json(landscape, "landscape", inp.LANDSCAPE_SCHEMA,
-                              ("interpolation", "surface", "curvature", "noise_scale"))
+    probes = inp.read_probes(probes)
+    landscape = inp.read_landscape(landscape)
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     colors: dict[str, str] = {}
