@@ -11,7 +11,6 @@ OUT.png``.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -196,52 +195,13 @@ def browser():
     b.close()
 
 
-def recorded_step_decay_run(path: Path) -> Path:
-    """A real tiny PyTorch training recorded by whyspike: label noise and a large LR keep validation accuracy low
-    and swinging until MultiStepLR divides the LR by 10 at epoch 15."""
-    torch = pytest.importorskip("torch")
-    import torch.nn.functional as F
-
-    from whyspike.record.torch import Recorder
-
-    torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(20, 5, generator=g)
-    x = torch.randn(1024, 20, generator=g)
-    y = (x @ w).argmax(1)
-    flip = torch.rand(1024, generator=g) < 0.3
-    y[flip] = torch.randint(0, 5, (int(flip.sum()),), generator=g)
-    xv = torch.randn(500, 20, generator=g)
-    yv = (xv @ w).argmax(1)
-    torch.manual_seed(0)
-    model = torch.nn.Linear(20, 5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[15], gamma=0.1)
-    rec = Recorder(opt, model, path, scheduler=sched, out=io.StringIO(), checkpoints=0, eval_size=500)
-    for _ in range(30):
-        perm = torch.randperm(1024, generator=g)
-        for i in range(0, 1024, 32):
-            j = perm[i:i + 32]
-            opt.zero_grad()
-            logits = model(x[j])
-            loss = F.cross_entropy(logits, y[j])
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss, output=logits, target=y[j])
-        sched.step()
-        with torch.no_grad():
-            vl = model(xv)
-        rec.epoch_end(val_loss=F.cross_entropy(vl, yv).item(), val_accuracy=(vl.argmax(1) == yv).float().mean().item())
-    rec.close(verdict=False)
-    return path
-
-
-def test_report_of_a_recorded_run_renders_offline_without_errors(browser, tmp_path):
+def test_report_of_a_recorded_run_renders_offline_without_errors(browser, tmp_path, step_decay_run):
     import whyspike
     from whyspike.diagnosis import diagnose
     from whyspike.outputs.report import write_report
 
-    run = whyspike.load_run(recorded_step_decay_run(tmp_path / "run"))
+    step_decay_run(tmp_path / "run")
+    run = whyspike.load_run(tmp_path / "run")
     d = diagnose(run)
     spike = next(s for s in d.spikes if s.metric == "val_accuracy")
     assert spike.causes[0].id == "lr_schedule"  # the scenario: a real jump with a known cause

@@ -408,40 +408,11 @@ def test_checkpoints_reload_with_weights_only_and_reproduce(tmp_path):
 # ------------------------------------------------------------------------------------- diagnosis of the record
 
 
-def test_multistep_decay_jump_is_attributed_to_the_schedule(tmp_path):
+def test_multistep_decay_jump_is_attributed_to_the_schedule(tmp_path, step_decay_run):
     """Label noise + a large LR keep validation accuracy low and swinging; the x0.1 decay at epoch 15 lifts it."""
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(20, 5, generator=g)
-    x = torch.randn(1024, 20, generator=g)
-    y = (x @ w).argmax(1)
-    flip = torch.rand(1024, generator=g) < 0.3
-    y[flip] = torch.randint(0, 5, (int(flip.sum()),), generator=g)
-    xv = torch.randn(500, 20, generator=g)
-    yv = (xv @ w).argmax(1)
-    torch.manual_seed(0)
-    model = nn.Linear(20, 5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[15], gamma=0.1)
     out = io.StringIO()
-    rec = Recorder(opt, model, tmp_path, scheduler=sched, out=out, checkpoints=2, eval_size=500)
-    val = []
-    for _ in range(30):
-        perm = torch.randperm(1024, generator=g)
-        for i in range(0, 1024, 32):
-            j = perm[i:i + 32]
-            opt.zero_grad()
-            logits = model(x[j])
-            loss = F.cross_entropy(logits, y[j])
-            loss.backward()
-            opt.step()
-            rec.step(loss=loss, output=logits, target=y[j])
-        sched.step()
-        with torch.no_grad():
-            vl = model(xv)
-        val.append((vl.argmax(1) == yv).float().mean().item())
-        rec.epoch_end(val_loss=F.cross_entropy(vl, yv).item(), val_accuracy=val[-1])
+    val, _ = step_decay_run(tmp_path, checkpoints=2, out=out, verdict=True)
     assert np.mean(val[15:]) - np.mean(val[:15]) > 0.1  # the scenario itself
-    d = rec.close()
     text = out.getvalue()
     assert "val_accuracy up" in text and "lr_schedule" in text  # the live line, then the verdict
     assert f"run recorded in {tmp_path}" in text
