@@ -90,6 +90,8 @@ def torch_run(kind: str, variant: str, run_dir: Path) -> tuple[float, int, float
             steps += 1
         if rec is not None:
             rec.epoch_end()
+    if rec is not None:
+        rec.flush()  # what is still buffered is part of the recording's cost (the verdict is timed apart)
     train = time.process_time() - t0
     verdict = 0.0
     if rec is not None:

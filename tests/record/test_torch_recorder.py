@@ -201,7 +201,7 @@ def test_per_batch_loss_and_accuracy_are_the_loops_own(tmp_path, order):
     x, y, _, _ = teacher_data(n=160)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, sample_every=4)
     losses, accs = [], []
     for epoch in range(2):
         for xb, yb in batches(x, y, 32, seed=epoch):
@@ -223,8 +223,8 @@ def test_per_batch_loss_and_accuracy_are_the_loops_own(tmp_path, order):
     acc_steps, acc_rec = read(tmp_path, "step/accuracy")
     assert steps.tolist() == list(range(10))
     np.testing.assert_allclose(loss_rec, losses, rtol=1e-6)
-    assert acc_steps.tolist() == [0, 8]  # sampled every 8 steps in the default tier
-    np.testing.assert_allclose(acc_rec, accs[::8], rtol=1e-6)
+    assert acc_steps.tolist() == [0, 4, 8]  # sampled every 4th step (sample_every)
+    np.testing.assert_allclose(acc_rec, accs[::4], rtol=1e-6)
     _, epoch_loss = read(tmp_path, "loss")
     np.testing.assert_allclose(epoch_loss, [np.mean(losses[:5]), np.mean(losses[5:])], rtol=1e-6)
     assert json.loads((tmp_path / "meta.json").read_text())["batch_size"] == 32
@@ -295,11 +295,14 @@ def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
 
 
 def test_no_host_transfer_per_step(tmp_path, monkeypatch):
-    """Values stay tensors between flushes: nothing calls item()/tolist()/float()/cpu() during the steps."""
+    """On an accelerator, values stay tensors between flushes: nothing calls item()/tolist()/float()/cpu() during
+    the steps. (On the CPU a loss is read at once: there is no device to wait for.) The tensors here are made to
+    look like an accelerator's (``is_cpu`` False): what the recorder decides from."""
     x, y, _, _ = teacher_data(n=256)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, flush_every=1000)
+    monkeypatch.setattr(torch.Tensor, "is_cpu", property(lambda self: False))
     calls = []
     for name in ("item", "tolist", "__float__", "cpu", "numpy"):
         orig = getattr(torch.Tensor, name)
@@ -335,7 +338,7 @@ def test_record_every_n_steps(tmp_path):
     for name in ("step/lr", "step/loss"):
         steps, _ = read(tmp_path, name)
         assert steps.tolist() == list(range(0, 32, 4)), name
-    steps, _ = read(tmp_path, "step/grad_norm")  # sampled on every 8th recorded step: every 32nd step
+    steps, _ = read(tmp_path, "step/grad_norm")  # sampled on every 16th recorded step (SAMPLE_FIRST): every 64th step
     assert steps.tolist() == [0]
 
 
@@ -344,7 +347,7 @@ def test_optimizer_hooks_alone_record_the_schedule_and_gradients(tmp_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
-    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, sample_every=8)
     norms = []
     for _ in range(3):
         for xb, yb in batches(x, y, 16):
@@ -357,7 +360,7 @@ def test_optimizer_hooks_alone_record_the_schedule_and_gradients(tmp_path):
     steps, lr = read(tmp_path, "step/lr")
     np.testing.assert_allclose(lr, 0.3 * 0.9 ** steps, rtol=1e-12)
     norm_steps, recorded = read(tmp_path, "step/grad_norm")
-    assert norm_steps.tolist() == [0, 8]  # sampled every 8 steps in the default tier
+    assert norm_steps.tolist() == [0, 8]  # sampled every 8th step (sample_every)
     np.testing.assert_allclose(recorded, norms[::8], rtol=1e-5)
     assert "step/loss" not in whyspike.load_run(tmp_path).series
 
@@ -830,3 +833,50 @@ def test_a_resumed_training_continues_the_step_and_epoch_numbering(tmp_path):
     assert run.series["loss"].x.tolist() == [0, 1, 2, 3]
     with pytest.raises(Exception, match="first_step"):
         Recorder(opt2, model2, tmp_path / "other", first_step=-1)
+
+
+def test_hyper_parameters_set_by_hand_are_recorded_at_each_change(tmp_path):
+    """LR and weight decay written into the group by hand, back and forth, with a clipped step (the general path)
+    among the plain ones: each step's row has the values that step applied, an int weight decay included."""
+    x, y, _, _ = teacher_data(n=96)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0)
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, flush_every=4)
+    lrs = [0.1, 0.2, 0.1, 0.1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.05, 0.1, 0.1]
+    wds = [0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0, 0, 0, 0]
+    for i, (xb, yb) in enumerate(batches(x, y, 8)):
+        opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"] = lrs[i], wds[i]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        if i in (2, 7):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        rec.step(loss=loss)
+    rec.close()
+    steps, lr_rec = read(tmp_path, "step/lr")
+    assert steps.tolist() == list(range(12))
+    assert lr_rec.tolist() == lrs
+    _, wd_rec = read(tmp_path, "step/weight_decay")
+    assert wd_rec.tolist() == wds
+
+
+def test_the_drain_interval_follows_the_step_time(tmp_path, monkeypatch):
+    """flush_every=None: about half a second of steps between host copies, 16 to 2048 steps."""
+    from whyspike.record.torch import _stepbuffer as sb
+
+    clock = [0.0]
+    monkeypatch.setattr(sb.time, "perf_counter", lambda: clock[0])
+    buf = sb.StepBuffer(RunWriter(tmp_path / "run"), None)
+    assert buf.adaptive and buf.flush_every == sb.FLUSH_FIRST
+    step = 0
+    for per_step, expected in ((0.001, 500), (1e-5, 2048), (0.2, 16)):
+        for _ in range(buf.flush_every + 1):
+            buf.marks.append(step)
+            buf.losses[step] = 1.0
+            step += 1
+            clock[0] += per_step
+        buf.drain()  # the newest step stays undrained: the time per drained step is within a few % of a step's
+        assert buf.flush_every == pytest.approx(expected, rel=0.05)
+    fixed = sb.StepBuffer(RunWriter(tmp_path / "fixed"), 50)
+    assert not fixed.adaptive and fixed.flush_every == 50

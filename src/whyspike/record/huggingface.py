@@ -52,7 +52,7 @@ def _strategy(value) -> str:
 
 
 class _WhyspikeTrainerLogic:
-    def __init__(self, run_dir=None, *, tier: str = "default", every: int = 1, flush_every: int = 200,
+    def __init__(self, run_dir=None, *, tier: str = "default", every: int = 1, flush_every: int | None = None,
                  live: bool = True, out: TextIO | None = None, **recorder_options: Any):
         from .torch import TIERS
 

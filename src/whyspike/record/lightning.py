@@ -44,7 +44,7 @@ _CLASSES: dict[str, type] = {}
 class _WhyspikeLightningLogic:
     """The callback's behaviour; mixed into the ``Callback`` class of whichever Lightning package is used."""
 
-    def __init__(self, run_dir=None, *, tier: str = "default", every: int = 1, flush_every: int = 200,
+    def __init__(self, run_dir=None, *, tier: str = "default", every: int = 1, flush_every: int | None = None,
                  checkpoints: int = 3, live: bool = True, out: TextIO | None = None, **recorder_options: Any):
         super().__init__()
         from .torch import TIERS

@@ -25,7 +25,7 @@ class LiveExplainer:
     before a diagnosis (a recorder hands over the epoch rows it still holds), within the budget.
     """
 
-    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.01,
+    def __init__(self, writer: RunWriter, out: TextIO | None = None, quiet: bool = False, budget: float = 0.005,
                  sync: Callable[[], None] | None = None):
         self.writer = writer
         self.out = out or sys.stdout

@@ -40,7 +40,7 @@ from ._budget import TimeBudget
 SCHEMA = "whyspike/run-v1"
 COMPACT_AT = 64
 # what a first checkpoint is assumed to cost before one has been timed (a small model's torch.save / np.savez and
-# the directory renames): with the 2% budget the first one waits for ~0.1 s of training
+# the directory renames): with the 0.5% budget the first one waits for ~0.4 s of training
 CHECKPOINT_FIRST_GUESS = 0.002
 
 
@@ -172,7 +172,7 @@ class RunWriter:
         # (WHYSPIKE_CHECKPOINT_BUDGET=1 turns the budget off: a checkpoint every epoch, whatever it costs)
         self.checkpoint_budget = TimeBudget(
             checkpoint_budget if checkpoint_budget is not None else
-            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.02")), first_guess=CHECKPOINT_FIRST_GUESS)
+            float(os.environ.get("WHYSPIKE_CHECKPOINT_BUDGET", "0.005")), first_guess=CHECKPOINT_FIRST_GUESS)
         self._ckpt_began: float | None = None
         self.broken: str | None = None  # why writing stopped, once it has
         self._lock = threading.Lock()

@@ -33,22 +33,24 @@ Epochs are numbered from 0 (``first_epoch``) in the order of ``rec.epoch_end()``
 
 What each tier costs:
 
-- ``default``: per recorded step, on the host, the LR, momentum / betas and weight decay read from parameter group
-  0 as plain Python floats, put in the row only when they changed (the drain fills the steps between; a tensor LR
-  is copied every step) and, on the device, ``loss.detach()`` (the true per-batch loss, kept there until the
-  flush). Sampled, about once per 4 ms of training (every step when steps take 4 ms or more, every ~30th on a
-  0.13 ms micro-step; ``sample_every`` fixes it): the global gradient norm before clipping (one
-  ``torch._foreach_norm`` over the gradients, per-tensor norms kept) and, when ``output``/``target`` are given,
-  the batch accuracy (``argmax(-1) == target``, the vector of hits kept); the other rows have no value there
-  (null, not logged). When the loop calls ``torch.nn.utils.clip_grad_norm_``, the pre-clip norm it returns is free
-  and recorded at every step. Nothing is synchronised with the device per step: every ``flush_every`` steps the
-  drain stacks what the buffered steps kept, computes each step's global gradient norm and hit count with one
-  vectorised op per column, copies everything to the host in one transfer per device, and hands the rows to the
-  run writer as one block of columns (``RunWriter.steps``); they go to Parquet (a part per ``RunWriter`` flush).
-  An epoch's row (mean batch loss and accuracy, last LR, the values given to ``epoch_end``) follows the drain of
-  its last step; a mean is written only when every recorded step of the epoch has the value (a sampled accuracy
-  has no epoch mean: the mean of a few sampled batches would swing with the sample). Per epoch one checkpoint of model + optimizer state is written (``checkpoints`` newest kept, plus
-  those around detected jumps; the run writer skips epochs to keep them within its time budget).
+- ``default``: per recorded step, on the host, the LR, momentum / betas and weight decay read from parameter group 0
+  as plain Python floats, put in the row only when they changed (the drain fills the steps between; a tensor LR is
+  copied every step) and the true per-batch loss: ``loss.item()`` on the CPU (no device to wait for), else
+  ``loss.detach()`` kept on the device until the drain. Sampled, at every step when steps take 1.5 ms or more and
+  ``(1.5 ms / step time)²`` steps apart below (every ~127th on a 0.13 ms micro-step; ``sample_every`` fixes it): the
+  global gradient norm before clipping (one ``torch._foreach_norm`` over the gradients, per-tensor norms kept) and,
+  when ``output``/``target`` are given, the batch accuracy (``argmax(-1) == target``, the vector of hits kept); the
+  other rows have no value there (null, not logged). When the loop calls ``torch.nn.utils.clip_grad_norm_``, the
+  pre-clip norm it returns is free and recorded at every step. Nothing is synchronised with an accelerator per step:
+  at each drain (every ``flush_every`` steps; by default about every 0.5 s of training, 16 to 2048 steps) the drain
+  stacks what the buffered steps kept, computes each step's global gradient norm and hit count with one vectorised
+  op per column, copies everything to the host in one transfer per device, and hands the rows to the run writer as
+  one block of columns (``RunWriter.steps``); they go to Parquet (a part per ``RunWriter`` flush). An epoch's row
+  (mean batch loss and accuracy, last LR, the values given to ``epoch_end``) follows the drain of its last step; a
+  mean is written only when every recorded step of the epoch has the value (a sampled accuracy has no epoch mean:
+  the mean of a few sampled batches would swing with the sample). Per epoch one checkpoint of model + optimizer
+  state is written (``checkpoints`` newest kept, plus those around detected jumps; the run writer skips epochs to
+  keep them within its time budget).
 - ``detailed`` (opt-in): the gradient norm and accuracy at every recorded step; additionally, every
   ``detail_every`` steps a copy of all parameters (one model's worth of
   memory, briefly) to measure the update-to-weight ratio per layer, and the batch's label histogram; per epoch the
@@ -61,10 +63,12 @@ What each tier costs:
 Measured (``benchmarks/recording_overhead.md``, recorder on vs off side by side in one process, CPU time): on the
 seed's 10-128-10 MLP (a 0.13 ms step of ~30 small torch ops) every Python statement the recorder runs per step
 costs several times what it costs in a tight loop, because the training's own ops leave the caches cold; the
-gradient norm (``foreach_norm``) and the ``argmax`` cost ~40 µs there, hence their sampling. The time added is
-roughly fixed per step, so it falls under 5% once steps take a few milliseconds. Per epoch the checkpoint and the
-live explanation keep within their time budgets (2% and 1% of wall time, the expected cost of the next one
-included).
+gradient norm (``foreach_norm``) and the ``argmax`` cost ~30 µs there, hence their sampling. So the common
+per-step path builds no row: the optimizer's pre-hook appends the step number to a list and reads the
+hyper-parameters (a row only when one changed), ``rec.step`` stores the loss in a dict (read at once on the CPU,
+kept as a tensor on an accelerator), and the drain builds the columns. The time added is roughly fixed per step,
+so it falls under 5% once steps take a few milliseconds. Per epoch the checkpoint and the live explanation keep
+within their time budgets (0.5% each of wall time, the expected cost of the next one included).
 
 Not done, on purpose: computing the accuracy at the drain from kept references to the logits and labels would save
 ~5 µs a step on the MLP, but labels and outputs are often rewritten without PyTorch noticing (a reused label buffer

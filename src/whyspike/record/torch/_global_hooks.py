@@ -43,7 +43,7 @@ class GlobalHooks:
 
     SWITCH_AFTER = 3
 
-    def __init__(self, writer: RunWriter, *, live: bool = True, tier: str = "default", flush_every: int = 200,
+    def __init__(self, writer: RunWriter, *, live: bool = True, tier: str = "default", flush_every: int | None = None,
                  checkpoints: int = 3, out: TextIO | None = None):
         torch = _t()
         self.recorder = Recorder(None, None, writer, tier=tier, flush_every=flush_every, checkpoints=checkpoints,
@@ -303,7 +303,7 @@ def _find_model(opt):
 _ACTIVE: dict[str, GlobalHooks] = {}
 
 
-def install_global_hooks(writer: RunWriter, live: bool = True, *, tier: str = "default", flush_every: int = 200,
+def install_global_hooks(writer: RunWriter, live: bool = True, *, tier: str = "default", flush_every: int | None = None,
                          checkpoints: int = 3, out: TextIO | None = None) -> GlobalHooks:
     """Hook every PyTorch optimizer, ``Tensor.backward``, ``clip_grad_norm_`` and ``DataLoader`` iteration so an
     unchanged script is recorded into ``writer`` (see :class:`GlobalHooks` for what is read and how). Returns the

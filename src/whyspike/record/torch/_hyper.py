@@ -3,6 +3,8 @@ or betas, weight decay) and the list of parameters, with everything that does no
 
 from __future__ import annotations
 
+import operator
+
 
 def _frozen(v):
     """A hyper-parameter value as it is now (a tensor LR is updated in place by schedulers: copy it)."""
@@ -27,7 +29,7 @@ class OptimizerView:
     """One optimizer as seen at each step: its parameters and, per column suffix, the hyper-parameter columns of
     its group 0. Refreshed when a parameter group is added or group 0 is replaced (``load_state_dict``)."""
 
-    __slots__ = ("n_groups", "group0", "params", "ids", "fast_norm", "_cols")
+    __slots__ = ("n_groups", "group0", "params", "ids", "fast_norm", "_cols", "values", "seen")
 
     def __init__(self, opt):
         groups = opt.param_groups
@@ -38,27 +40,48 @@ class OptimizerView:
         # one device and dtype: torch._foreach_norm takes them all in one call (no grouping by device)
         self.fast_norm = len({(p.device, p.dtype) for p in self.params}) <= 1
         self._cols: dict[str, tuple] = {}
+        # the hyper-parameter values of group 0 in one C call, and those last compared: while they are equal, nothing
+        # changed (the per-step check of the common case; None when a value is a tensor: compared per column)
+        self.values = operator.itemgetter(*dict.fromkeys(k for _, k, _ in hyper_columns(self.group0, "")))
+        self.seen = None
 
     def current(self, opt) -> bool:
         groups = opt.param_groups
         return len(groups) == self.n_groups and groups[0] is self.group0
 
-    def read_hyper(self, row: dict, suffix: str, last: dict) -> None:
-        """Put group 0's hyper-parameters that changed since the last step into ``row`` (``last`` holds, per
-        column, the float recorded last; the drain fills the steps in between, see ``StepBuffer.hyper``). Plain
-        floats are compared by identity, no tensor op; a tensor LR is copied every step (schedulers update it in
-        place)."""
+    def changed_hyper(self, suffix: str, last: dict) -> dict | None:
+        """:meth:`read_hyper` into a new dict, or None when nothing changed (the common case: no row needed)."""
         g = self.group0
         cols = self._cols.get(suffix)
         if cols is None:
             cols = self._cols[suffix] = hyper_columns(g, suffix)
+        out = None
         for col, key, i in cols:
             v = g[key]
             if i >= 0:
                 v = v[i]
-            if v.__class__ is float:
-                if last.get(col) is not v:
-                    row[col] = last[col] = v
+            cls = v.__class__
+            if cls is float or cls is int:  # plain numbers: recorded when they change (an int 0 weight decay too)
+                prev = last.get(col)
+                if prev is v or prev == v:
+                    continue
+                last[col] = v
             else:
-                row[col] = _frozen(v)
+                v = _frozen(v)
                 last.pop(col, None)
+            if out is None:
+                out = {}
+            out[col] = v
+        seen = self.values(g)
+        self.seen = None if any(not isinstance(v, (int, float, tuple, list)) for v in
+                                (seen if isinstance(seen, tuple) else (seen,))) else seen
+        return out
+
+    def read_hyper(self, row: dict, suffix: str, last: dict) -> None:
+        """Put group 0's hyper-parameters that changed since the last step into ``row`` (``last`` holds, per
+        column, the number recorded last; the drain fills the steps in between, see ``StepBuffer.hyper``). Plain
+        numbers are compared as they are, no tensor op; a tensor LR is copied every step (schedulers update it in
+        place)."""
+        changed = self.changed_hyper(suffix, last)
+        if changed:
+            row.update(changed)

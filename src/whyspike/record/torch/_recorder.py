@@ -17,14 +17,14 @@ from ._evaluate import _EvaluateMixin
 from ._facts import _json_safe, _loader_facts, _model_facts, _optimizer_facts, _scheduler_facts, _unwrap_optimizer
 from ._gradnorm import _clip_listen, _clip_unlisten, _GradNormMixin
 from ._hyper import OptimizerView
-from ._stepbuffer import Count, StepBuffer, summed
+from ._stepbuffer import Count, StepBuffer, _add_loss, summed
 from ._support import _guarded, _t, _writer_for
 
 TIERS = ("default", "detailed")
 # the default tier's sampling of the gradient norm and the batch accuracy in hand-written loops: every SAMPLE_FIRST
-# steps until the step time is known (the first drain), then about once per SAMPLE_PERIOD seconds, at most every step
-# and at least every SAMPLE_MAX steps
-SAMPLE_FIRST, SAMPLE_PERIOD, SAMPLE_MAX = 8, 0.004, 64
+# steps until the step time is known (the first drain), then every step when steps take SAMPLE_FULL seconds or more,
+# and every (SAMPLE_FULL / step time)^2 steps below that, at most SAMPLE_MAX apart (see _adapt_sampling)
+SAMPLE_FIRST, SAMPLE_FULL, SAMPLE_MAX = 16, 0.0015, 256
 
 
 def _has_closure(optimizer, args, kwargs) -> bool:
@@ -41,10 +41,12 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
     ``run_dir``: a path, an open :class:`~whyspike.record.store.RunWriter`, or None for ``whyspike-runs/<script>-<time>``.
     ``every``: record every N-th step only. ``sample_every``: in the default tier, the gradient norm and the batch
     accuracy are taken on every ``sample_every``-th recorded step only (the other rows have no value there). None:
-    for hand-written loops, about once per 4 ms of training (every step when steps take 4 ms or more, every ~30th
-    on a 0.13 ms micro-step, where the two cost ~30% of the step), re-measured at each drain; 1 for the Lightning
+    for hand-written loops, every step when steps take 1.5 ms or more, ``(1.5 ms / step time)²`` steps apart below
+    (~127 on a 0.13 ms micro-step, where taking both costs ~20% of the step), re-measured at each drain; 1 for the Lightning
     and Hugging Face callbacks (whose own per-step work dwarfs it). The detailed tier takes both at every
-    recorded step; a pre-clip norm returned by ``clip_grad_norm_`` is free and recorded at every recorded step. ``flush_every``: steps kept on the device between host copies.
+    recorded step; a pre-clip norm returned by ``clip_grad_norm_`` is free and recorded at every recorded step.
+    ``flush_every``: steps kept on the device between host copies; None: about 0.5 s of training's worth (16 to
+    2048 steps, re-measured at each copy).
     ``first_epoch`` / ``first_step``: where a resumed training's numbering continues (e.g. ``state["epoch"] + 1`` and
     ``state["step"]`` of the checkpoint it resumes from), so that its rows follow the first run's instead of
     overwriting them. ``checkpoints``: how many epoch checkpoints to keep (0: none). ``live``: one line per new jump at epoch end and
@@ -53,7 +55,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
     """
 
     def __init__(self, optimizer=None, model=None, run_dir=None, *, tier: str = "default", every: int = 1,
-                 sample_every: int | None = None, flush_every: int = 200, checkpoints: int = 3, live: bool = True, scheduler=None, loss_fn=None,
+                 sample_every: int | None = None, flush_every: int | None = None, checkpoints: int = 3, live: bool = True, scheduler=None, loss_fn=None,
                  train_loader=None, val_loader=None, batch_size: int | None = None,
                  steps_per_epoch: int | None = None, train_size: int | None = None, eval_size: int | None = None,
                  epochs: int | None = None, first_epoch: int = 0, first_step: int = 0, detail_every: int = 50,
@@ -67,7 +69,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._adaptive = sample_every is None and framework in ("torch", "torch-global")
         if sample_every is None:
             sample_every = SAMPLE_FIRST if self._adaptive else 1
-        for name, v in (("every", every), ("sample_every", sample_every), ("flush_every", flush_every),
+        for name, v in (("every", every), ("sample_every", sample_every), ("flush_every", flush_every or 1),
                         ("detail_every", detail_every)):
             if not isinstance(v, int) or v < 1:
                 raise UsageError(f"Recorder({name}={v!r}): must be a whole number >= 1")
@@ -95,8 +97,10 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
 
             self.live = LiveExplainer(self.writer, out=out, sync=self._sync)
         self.closed = False
-        self._buf = StepBuffer(self.writer, flush_every, epoch=int(first_epoch))
+        self._buf = StepBuffer(self.writer, flush_every, epoch=int(first_epoch), first_step=first_step)
         self._row = self._buf.row
+        self._marks = self._buf.marks
+        self._hot: OptimizerView | None = None  # the view of the hooked optimizer (the pre-hook's common case)
         self._tensor_t = torch.Tensor
         self._batch_size_known = False  # meta.json has batch_size (checked per step until it has)
         self._epoch_extra: dict[str, float] = {}
@@ -106,6 +110,8 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._n_updates = first_step  # optimizer steps taken (the step axis; a resumed run continues its count)
         self._n_calls = first_step  # rec.step() calls
         self._order: str | None = None  # rec.step() called "before" or "after" optimizer.step()
+        self._back = 0  # 1 when rec.step() follows optimizer.step() (its values are the step just taken's)
+        self._lane: dict | None = None  # the buffer's loss lane, once step()'s common case may use it
         self._pending_clip: dict[int, Any] = {}
         self._views: dict[int, OptimizerView] = {}
         self._layer_of: dict[int, str] = {}
@@ -115,10 +121,11 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._clip_hooked = False
         self._bn_warned = False
         self.meta_written = False
+        self._meta_done = False  # meta.json has what the first epochs tell (steps per epoch, seeds)
         facts: dict[str, Any] = {
             "recorder": framework, "tier": tier, "record_every": every,
             "sample_every": "auto" if self._adaptive else self.sample_every,
-            "flush_every": flush_every,
+            "flush_every": "auto" if flush_every is None else flush_every,
             "framework_versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
             "seeds": {"torch_initial_seed": torch.initial_seed()},
         }
@@ -184,30 +191,32 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         if self.detailed or self._pending_clip:
             self._before_update(optimizer, step)
             return
-        # the common case, :meth:`_before_update` written out (this runs at every step: each call saved counts)
+        # the common case, :meth:`_before_update` written out (this runs at every step: each statement saved counts)
         try:
-            if self.writer.broken:
-                return
-            buf = self._buf
-            rows = buf.rows
-            row = rows.get(step)
-            if row is None:
-                row = rows[step] = {"epoch": buf.epoch}
-                if len(rows) > buf.flush_every:
-                    buf.drain()
-                    if self._adaptive:
-                        self._adapt_sampling(step)
-            view = self._views.get(id(optimizer))
+            marks = self._marks
+            marks.append(step)  # the step's row is built at the drain (StepBuffer's lanes)
+            if len(marks) > self._buf.flush_every:
+                self._drained(step)
+            view = self._hot
             groups = optimizer.param_groups
-            if view is None or len(groups) != view.n_groups or groups[0] is not view.group0:
-                view = self._view(optimizer)
-            view.read_hyper(row, "", buf.hyper)
-            if step % self._sample == 0:
+            if view is None or groups[0] is not view.group0 or len(groups) != view.n_groups:
+                view = self._hot = self._view(optimizer)
+            if view.values(view.group0) != view.seen:  # a hyper-parameter changed (or is a tensor)
+                changed = view.changed_hyper("", self._buf.hyper)
+                if changed:
+                    self._buf.row(step).update(changed)
+            if not step % self._sample:
                 norm = self._grad_norm(view)
                 if norm is not None:
-                    row["grad_norm"] = norm
+                    self._buf.row(step)["grad_norm"] = norm
         except Exception as exc:  # noqa: BLE001 - the training loop must survive any recorder bug
             self._problem("_pre_hook", exc)
+
+    def _drained(self, step: int) -> None:
+        """The buffer is full: drain it, and re-measure the step time for the sampling."""
+        self._buf.drain()
+        if self._adaptive:
+            self._adapt_sampling(step)
 
     def _post_hook(self, optimizer, args, kwargs):
         if self._deferred:
@@ -218,15 +227,17 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._n_updates += 1
 
     def _adapt_sampling(self, step: int) -> None:
-        """Take the gradient norm and the batch accuracy about once per ``SAMPLE_PERIOD`` seconds of training:
-        every step when steps are long, every 30th or so on a 0.13 ms micro-step (where, with the caches cold
-        from the training's own ops, the norm and the ``argmax`` cost ~40 µs: 30% of such a step)."""
+        """Take the gradient norm and the batch accuracy at every step when steps take ``SAMPLE_FULL`` (1.5 ms) or
+        more, and ever more sparsely below: ``(SAMPLE_FULL / step time)²`` steps apart, ~127 on a 0.13 ms micro-step.
+        A sample costs about the same on any small model (~30 µs in the loop: a ``foreach_norm``, an ``argmax``,
+        their share of the drain), so its share of a step grows as the step shrinks; the square keeps the sampling
+        dense where it is cheap and makes it negligible (≈ 0.2%) on micro-steps."""
         now = time.perf_counter()
         t0, s0 = self._block
         self._block = (now, step)
         if step > s0:
             per_step = (now - t0) / (step - s0)
-            self.sample_every = max(1, min(SAMPLE_MAX, round(SAMPLE_PERIOD / max(per_step, 1e-9))))
+            self.sample_every = max(1, min(SAMPLE_MAX, round((SAMPLE_FULL / max(per_step, 1e-9)) ** 2)))
             self._sample = self.every * self.sample_every
 
     def _before_update(self, optimizer, step: int, suffix: str = "", grad_norm=None, snapshot: bool = True) -> None:
@@ -261,6 +272,27 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
 
         Tensors stay on their device until the next flush: this call never synchronises.
         """
+        lane = self._lane
+        if lane is not None and step is None and not values:
+            # the common case first (a plain loop, hooks on, the call order known, one loss per step, not a sampled
+            # step): the loss into the buffer's lane, nothing else. On the CPU the value is read now (no device to
+            # wait for, and a float kept costs less than a tensor); elsewhere the tensor waits for the drain.
+            s = self._n_updates - self._back  # called after optimizer.step(): the step just taken
+            if loss.__class__ is self._tensor_t and s not in lane and (output is None or s % self._sample):
+                if s % self.every:  # not a recorded step
+                    self._n_calls += 1
+                    return
+                if loss.is_cpu:
+                    try:
+                        lane[s] = loss.item()
+                        self._n_calls += 1
+                        return
+                    except RuntimeError:  # a loss of several values: the general path below takes their mean
+                        pass
+                elif not loss.dim():
+                    lane[s] = loss.detach()
+                    self._n_calls += 1
+                    return
         try:
             if step is None:
                 if not self._hook_handles:
@@ -269,6 +301,9 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
                     n = self._n_updates
                     if self._order is None:
                         self._order = "after" if n > self._first_step else "before"
+                        self._back = int(self._order == "after")
+                        if not self.detailed:  # the call order is known: the common case may take its lane
+                            self._lane = self._buf.losses
                     step = n - 1 if n > self._first_step and self._order == "after" else n
             self._n_calls += 1
             if step % self.every or self.writer.broken:
@@ -282,10 +317,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         """Values of one (micro-)batch for ``step``. Losses of several micro-batches are averaged, or summed when
         ``loss_parts`` says each is already a share of the step's mean (normalized by the whole step's count)."""
         try:  # the guard of @_guarded, written out
-            buf = self._buf
-            row = buf.rows.get(step)
-            if row is None:
-                row = buf.row(step)
+            row = self._buf.row(step)
             tensor_t = self._tensor_t
             if loss is not None:
                 if isinstance(loss, tensor_t):
@@ -294,13 +326,10 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
                         loss = loss.reshape(-1)[0] if loss.numel() == 1 else loss.mean()
                 else:
                     loss = float(loss)
-                prev = row.get("loss")
-                if prev is None:
-                    row["loss"] = loss
+                if loss_parts and "loss" in row:  # shares of the step's mean: summed, not averaged
+                    row["loss"] = row["loss"] + loss
                 else:
-                    row["loss"] = prev + loss
-                    if not loss_parts:
-                        row["_n_loss"] = row.get("_n_loss", 1) + 1
+                    _add_loss(row, loss)
             if output is not None and isinstance(target, tensor_t):
                 if self._batch_size_known and not self.detailed:
                     if step % self._sample == 0:  # a sampled step (the others take no accuracy)
@@ -354,21 +383,30 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         e = self._epoch if epoch is None else int(epoch)
         # the row is handed to the writer with the drain of the epoch's last steps (every ``flush_every`` steps, at
         # close, before a live diagnosis, and here when the writer's timed flush is due, so that a crash loses at
-        # most ``flush_seconds`` of rows)
+        # most ``flush_seconds`` of rows). With epochs of a few milliseconds every statement here counts: what can
+        # wait (the means, the hand-over) waits for that drain.
         row: dict[str, Any] = self._detailed_epoch() if self.detailed else {}
         row["wall_time"] = time.time()  # the epoch's end, not the later drain that hands the row over
-        row.update(self._epoch_extra)
-        self._epoch_extra = {}
-        row.update({k: v for k, v in values.items() if v is not None})
-        fallback = {"lr": _json_safe(self.optimizer.param_groups[0]["lr"])} if self.optimizer is not None else {}
-        self._buf.close_epoch(self._epoch, row, fallback, label=e)
+        if self._epoch_extra:
+            row.update(self._epoch_extra)
+            self._epoch_extra = {}
+        if values:
+            row.update({k: v for k, v in values.items() if v is not None})
+        fallback = {}
+        if self.optimizer is not None:
+            lr = self.optimizer.param_groups[0]["lr"]
+            fallback["lr"] = lr if lr.__class__ is float else _json_safe(lr)  # a tensor LR: its value now
+        buf = self._buf
+        buf.close_epoch(self._epoch, row, fallback, label=e)
         if self.writer.flush_due():
-            self._buf.drain(everything=True)
-        self._epoch_meta()
-        self._checkpoint(e)
-        self._buf.epoch = e + 1
+            buf.drain(everything=True)
+        if not self._meta_done:
+            self._epoch_meta()
+        if self.checkpoints > 0 and self.writer.checkpoint_budget.allows():
+            self._checkpoint(e)
+        buf.start_epoch(e + 1, self._n_updates if self._hook_handles else self._n_calls)
         self._epoch_start_update, self._epoch_start_call = self._n_updates, self._n_calls
-        if self.live is not None:
+        if self.live is not None and self.live.budget.allows():
             self.live.epoch_end()
 
     def _sync(self) -> None:
@@ -387,6 +425,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
             facts["seeds"] = {**self.writer.meta.get("seeds", {}), "torch_initial_seed": _t().initial_seed()}
         if facts:
             self.writer.write_meta(**facts)
+        self._meta_done = "steps_per_epoch" in self.writer.meta
 
     def _checkpoint(self, epoch: int) -> None:
         if self.checkpoints <= 0 or (self.model is None and self.optimizer is None):
@@ -415,6 +454,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         if self.closed:
             return None
         self.closed = True
+        self._lane = None  # later step() calls take the general path (no drain is triggered by the hooks any more)
         try:
             self._unhook()
         except Exception as exc:  # noqa: BLE001
