@@ -67,3 +67,15 @@ def flaky() -> TrainingSpec:
         marker.write_text("killed once")
         os._exit(17)
     return constant()
+
+
+def dropout_bn_drop() -> TrainingSpec:
+    """A short step-decay training whose forward draws dropout masks and updates BatchNorm statistics: what a fork
+    from another replica's state has to carry over exactly (x0.1 at epoch 6 of 12)."""
+    tx, ty, vx, vy = _digits(noise=0.1)
+
+    def model():
+        return nn.Sequential(nn.Linear(64, 48), nn.BatchNorm1d(48), nn.ReLU(), nn.Dropout(0.2), nn.Linear(48, 10))
+
+    return TrainingSpec(model, tx, ty, vx, vy, lr=0.1, momentum=0.9, batch_size=64, epochs=12,
+                        schedule=lambda step, epoch: 1.0 if epoch < 6 else 0.1)

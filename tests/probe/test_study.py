@@ -1,6 +1,6 @@
 """Probe studies end to end on MECHANISMS.md reproductions: the LR-drop jump moves by exactly the shift, recomputed
-BatchNorm statistics remove the swings, the seed-0 branch reproduces the original bit for bit, a study resumes
-without redoing finished arms, and a bad intervention is an error for its arm only."""
+BatchNorm statistics remove the swings, baseline seed 0 is the original itself, a study resumes without redoing
+finished arms, and a bad intervention is an error for its arm only."""
 
 from __future__ import annotations
 
@@ -41,26 +41,38 @@ def test_the_lr_drop_jump_moves_by_exactly_the_shift(lr_study):
     assert verdicts["lr.decay=off"]["verdict"] == "removed"
 
 
-def test_the_seed0_branch_reproduces_the_original(lr_study):
-    """The arm's replicas train together in the vectorized engine (other float32 kernels than the sequential
-    original): the same predictions, losses within float32 rounding. The sequential engine's branch is bit-exact
-    (tests/probe/test_engines.py)."""
+def test_baseline_seed0_is_the_original_not_a_retraining(lr_study):
+    """A seed-0 branch replays the original (tests/probe/test_engines.py), so the study takes the original's own
+    numbers over the baseline's epochs instead of training it again, and says so."""
     out, r = lr_study
     original = json.loads((out / "original.json").read_text())
     base = {d["name"]: d for d in json.loads((out / "replicas" / "baseline.json").read_text())}["baseline#seed0"]
     b = r["spike"]["branch_epoch"]
-    assert base["epochs"][0] == b + 1  # only the epochs after the branch were trained
-    k = len(base["epochs"])
-    assert base["train_accuracy"] == original["train_accuracy"][b + 1:b + 1 + k]
-    np.testing.assert_allclose(base["val_loss"], original["val_loss"][b + 1:b + 1 + k], rtol=1e-5)
+    assert base["epochs"] == list(range(b + 1, 17))  # the branch's next epoch to 5 past the jump at 12
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert base[key] == original[key][b + 1:17], key
+    steps = [k for k, s in enumerate(original["steps"]) if (b + 1) * 45 <= s < 17 * 45]  # 1437 samples / 32
+    assert base["steps"] == [original["steps"][k] for k in steps]
+    assert base["step_loss"] == [original["step_loss"][k] for k in steps]
+    assert base["seconds"] == 0.0 and base["reused"] == {"from": "original", "epochs": [b + 1, 16]}
+    assert r["baseline"]["runs"][0]["name"] == "baseline#seed0"
+    assert r["baseline"]["runs"][0]["reused"] == {"from": "original", "epochs": [b + 1, 16]}
+    assert "reused" not in r["baseline"]["runs"][1]
 
 
-def test_branching_trains_fewer_epochs_than_the_original(lr_study):
+def test_branching_and_forking_train_fewer_epochs_than_the_original(lr_study):
     out, r = lr_study
-    arms = [json.loads(p.read_text()) for p in (out / "replicas").glob("*.json")]
-    epochs = sum(len(d["epochs"]) for arm in arms for d in arm)
-    original = len(json.loads((out / "original.json").read_text())["epochs"])
-    assert epochs < 6 * original * 0.7  # 6 replicas, each from the branch to the horizon only
+    assert r["spike"]["forks"] == {"lr.shift=+3": 11, "lr.decay=off": 11}  # the decay at 12 is the first change
+    stored = trained = 0
+    for p in (out / "replicas").glob("*.json"):
+        for d in json.loads(p.read_text()):
+            first, last = d["reused"].get("epochs", [0, -1])
+            stored += len(d["epochs"])
+            trained += len(d["epochs"]) - (last - first + 1)
+    # from epoch 9: baseline to 16, lr.shift=+3 to 19, lr.decay=off to 16, 2 seeds each
+    assert stored == 2 * (8 + 11 + 8)
+    # trained: baseline seed 1 from 9, the arms from 12 (seed 0 of the baseline is the original)
+    assert trained == 8 + 2 * 8 + 2 * 5
 
 
 def test_recomputed_batchnorm_statistics_remove_the_swings(tmp_path):
@@ -85,6 +97,20 @@ def test_a_study_resumes_without_redoing_finished_arms(lr_study, tmp_path):
                       metric="train_accuracy", executor="inline", progress=False)
     assert (copy / "replicas" / "baseline.json").stat().st_mtime_ns == kept
     strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "original_seconds")}  # noqa: E731
+    assert strip(again) == strip(first)
+    # the baseline's file, an arm's and the kept states lost: the baseline trains again and keeps the state the
+    # forked arm continues from; the other arm is not redone
+    copy2 = tmp_path / "study2"
+    shutil.copytree(out, copy2)
+    for name in ("baseline.json", "lr.shift=+3.json"):
+        (copy2 / "replicas" / name).unlink()
+    for fork in copy2.glob("fork-*.pt"):
+        fork.unlink()
+    kept = (copy2 / "replicas" / "lr.decay=off.json").stat().st_mtime_ns
+    again = run_study(target("lr_drop"), copy2, spike=12, interventions=["lr.shift=+3", "lr.decay=off"], seeds=2,
+                      metric="train_accuracy", executor="inline", progress=False)
+    assert (copy2 / "replicas" / "lr.decay=off.json").stat().st_mtime_ns == kept
+    assert [p.name for p in copy2.glob("fork-*.pt")] == ["fork-baseline_seed1-e0011.pt"]
     assert strip(again) == strip(first)
 
 

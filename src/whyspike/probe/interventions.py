@@ -230,6 +230,41 @@ def apply(iv: Intervention, spec: TrainingSpec, replica: ReplicaSpec, spike_epoc
     raise ReplicaError(f"{iv}: an evaluation-only intervention, not a retraining")
 
 
+def fork_epoch(ivs: list[Intervention], spec: TrainingSpec, spike_epoch: int | None, branch_epoch: int,
+               last_epoch: int) -> int:
+    """The last epoch through which a replica with ``ivs`` trains exactly as the baseline replica of the same seeds
+    does from the same state at the end of ``branch_epoch`` (-1: from scratch); at most ``last_epoch``.
+
+    Only an arm that changes nothing but the LR multiplier schedule or the skipped steps (``lr.shift``,
+    ``lr.decay``, ``lr.hold``, ``lr.warmup``, ``skip``) can train as the baseline for a while: its multiplier and
+    skips are compared with the baseline's step by step from the branch on, and it forks at the end of the epoch
+    before the first step that differs (data order and dropout masks are functions of the seeds and the step, so
+    the arm may continue from the baseline's state there). Any other change (a seed, a hyper-parameter, the
+    model) acts from the first step: ``branch_epoch``.
+    """
+    from .engines._common import schedule_value
+
+    base = ReplicaSpec()
+    arm = base
+    try:
+        for iv in ivs:
+            arm = apply(iv, spec, arm, spike_epoch)
+    except ReplicaError:
+        return branch_epoch  # the arm cannot run: its replicas report why, from the branch
+    if dataclasses.replace(arm, schedule=None, skip_steps=frozenset()) != base:
+        return branch_epoch
+    spe = spec.steps_per_epoch
+    theirs = arm.schedule or spec.schedule
+    try:
+        for g in range((branch_epoch + 1) * spe, (last_epoch + 1) * spe):
+            epoch = g // spe
+            if g in arm.skip_steps or schedule_value(theirs, g, epoch) != schedule_value(spec.schedule, g, epoch):
+                return max(branch_epoch, epoch - 1)
+    except Exception:  # noqa: BLE001 - a schedule that fails fails in the arm's replicas too, from the branch
+        return branch_epoch
+    return max(branch_epoch, last_epoch)
+
+
 def _compose(first: Callable | None, then: Callable) -> Callable:
     if first is None:
         return then

@@ -129,7 +129,10 @@ class ReplicaSpec:
 class ReplicaResult:
     """What one replica's training produced. Per-epoch arrays cover the epochs trained (``epochs``, numbered as in
     an unbranched training); after a divergence (a non-finite training loss) they hold nan, ``step_loss`` ends at
-    the step that diverged. ``steps`` are the global indices of the steps taken (skipped ones are absent)."""
+    the step that diverged. ``steps`` are the global indices of the steps taken (skipped ones are absent).
+    ``reused`` says which of these epochs were not trained for this replica but taken from a training known to be
+    identical through them: ``{"from": "original" | replica name, "epochs": [first, last]}`` (a probe study's
+    baseline seed 0 is the original; an arm forked from the baseline shares its epochs before the fork)."""
 
     name: str
     replica: ReplicaSpec
@@ -146,6 +149,7 @@ class ReplicaResult:
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     engine: str = ""
     checkpoints: dict = field(default_factory=dict)
+    reused: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -158,7 +162,8 @@ class ReplicaResult:
                 "train_accuracy": _floats(self.train_accuracy), "val_loss": _floats(self.val_loss),
                 "val_accuracy": _floats(self.val_accuracy), "step_loss": _floats(self.step_loss),
                 "steps": [int(s) for s in self.steps], "lr": _floats(self.lr), "diverged": bool(self.diverged),
-                "error": self.error, "seconds": float(self.seconds), "engine": self.engine}
+                "error": self.error, "seconds": float(self.seconds), "engine": self.engine,
+                "reused": _json_value(dict(self.reused))}
 
     @classmethod
     def from_dict(cls, d: dict) -> ReplicaResult:
@@ -171,7 +176,7 @@ class ReplicaResult:
                    val_accuracy=arr("val_accuracy"), step_loss=arr("step_loss"), lr=arr("lr"),
                    diverged=bool(d.get("diverged", False)), error=d.get("error"),
                    seconds=float(d.get("seconds", 0.0)), steps=np.array(d.get("steps") or [], dtype=np.int64),
-                   engine=d.get("engine", ""))
+                   engine=d.get("engine", ""), reused=dict(d.get("reused") or {}))
 
 
 class ReplicaError(Exception):

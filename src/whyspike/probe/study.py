@@ -4,12 +4,23 @@ the checkpoint just before the jump, run by an executor, judged against the band
 A study is a directory, so that a killed or crashed study resumes without redoing finished replicas::
 
     STUDY/
-      study.json            what is studied: target, metric, spike, arms, seeds, branch epoch, horizon
+      study.json            what is studied: target, metric, spike, arms, seeds, branch epoch, horizon, forks
       original.json         the original training (seed 0, from scratch): its curves locate the jump
-      branch.pt             model + optimizer state at the end of the branch epoch (torch, loaded weights_only)
+      branch-eNNNN.pt       the original's model + optimizer state at the end of epoch NNNN (the branch, and the
+                            fork points of seed 0; torch, loaded weights_only)
+      fork-baseline_seedS-eNNNN.pt
+                            baseline seed S's state at the end of epoch NNNN, a fork point of some arm
       replicas/<arm>.json   each arm's replicas, written atomically when the arm finishes
       bn.json               the BatchNorm re-evaluation of the original's checkpoints (evaluation only)
       result.json           the verdicts (schema ``whyspike/probe-v1``, read by ``whyspike report --probes``)
+
+Two savings keep a study cheap without changing what it computes (bit for bit in the sequential engine, to
+float32 rounding in the vectorized one; ``run_study(reuse=False)`` trains everything, the reference): baseline
+seed 0 *is* the original (a seed-0 branch replays it), so its curve is taken from original.json; and an arm that
+trains as the baseline until a later epoch (a schedule or skip intervention:
+:func:`~whyspike.probe.interventions.fork_epoch`) continues, seed by seed, from the baseline's state at that fork
+point, its earlier epochs copied from the baseline replica. So the baseline's seeds >= 1 train first (keeping
+their states at the fork points), then the forked arms.
 
 The target is a factory: ``FILE.py:FUNC`` or ``package.module:FUNC``, FUNC() returning a
 :class:`~whyspike.probe.spec.TrainingSpec`. Every worker imports it itself (nothing unpicklable crosses processes).
@@ -17,8 +28,10 @@ The target is a factory: ``FILE.py:FUNC`` or ``package.module:FUNC``, FUNC() ret
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -86,37 +99,47 @@ def build_spec(target: str) -> TrainingSpec:
 
 
 # --------------------------------------------------------------------------------------------- one task
-def run_task(task: dict) -> dict[str, list[dict]]:
-    """Train the replicas of one or more arms (in whatever process runs this) and return their results as dicts, by
-    arm. Arms given together train together: the vectorized engine stacks every replica that can share a batch."""
+def run_task(task: dict) -> dict:
+    """Train the replicas of one or more arms (in whatever process runs this). Replicas given together train
+    together: the vectorized engine stacks every replica that can share a batch.
+
+    ``task["replicas"]`` holds one dict per replica: ``arm``, ``ivs`` (intervention strings), ``seed`` (its data
+    and noise seed), ``init_seed``, ``epochs`` (it trains until this epoch), ``start`` (the path of the state it
+    continues from; None: from scratch) and optionally ``checkpoints`` (epochs whose end state it keeps). Returns
+    ``{"arms": {arm: [result dicts]}, "states": {replica name: {epoch: torch.save bytes}}}`` (the kept states
+    travel back as bytes: nothing but plain data crosses processes)."""
     import torch
 
     from .engines import run_replicas
 
     spec = build_spec(task["target"])
-    start = None
-    if task.get("branch"):
-        start = torch.load(task["branch"], map_location="cpu", weights_only=True)
+    starts: dict[str, dict] = {}
     replicas, arm_of, failed = [], [], []
-    for arm, texts in task["arms"].items():
-        ivs = [iv_mod.parse(s) for s in texts]
-        for seed in task["seeds"]:
-            rep = ReplicaSpec(name=f"{arm}#seed{seed}", init_seed=seed if start is None else 0,
-                              data_seed=seed, noise_seed=seed, start=start,
-                              overrides={"epochs": int(task["epochs"][arm])})
-            try:
-                for iv in ivs:
-                    rep = iv_mod.apply(iv, spec, rep, task.get("spike"))
-            except ReplicaError as exc:
-                failed.append((arm, rep.name, str(exc)))
-                continue
-            replicas.append(rep)
-            arm_of.append(arm)
-    out: dict[str, list[dict]] = {arm: [] for arm in task["arms"]}
+    out: dict = {"arms": {job["arm"]: [] for job in task["replicas"]}, "states": {}}
+    for job in task["replicas"]:
+        arm, seed, path = job["arm"], int(job["seed"]), job.get("start")
+        if path and path not in starts:
+            starts[path] = torch.load(path, map_location="cpu", weights_only=True)
+        rep = ReplicaSpec(name=f"{arm}#seed{seed}", init_seed=int(job["init_seed"]), data_seed=seed, noise_seed=seed,
+                          start=starts.get(path), overrides={"epochs": int(job["epochs"])},
+                          checkpoint_epochs=frozenset(int(e) for e in job.get("checkpoints") or ()))
+        try:
+            for text in job["ivs"]:
+                rep = iv_mod.apply(iv_mod.parse(text), spec, rep, task.get("spike"))
+        except ReplicaError as exc:
+            failed.append((arm, rep.name, str(exc)))
+            continue
+        replicas.append(rep)
+        arm_of.append(arm)
     for arm, res in zip(arm_of, run_replicas(spec, replicas, engine=task.get("engine", "auto"))):
-        out[arm].append(res.to_dict())
+        out["arms"][arm].append(res.to_dict())
+        for epoch, state in res.checkpoints.items():
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            out["states"].setdefault(res.name, {})[int(epoch)] = buf.getvalue()
     for arm, name, error in failed:
-        out[arm].append(ReplicaResult(name, ReplicaSpec(name=name), *(np.zeros(0),) * 7, error=error).to_dict())
+        out["arms"][arm].append(ReplicaResult(name, ReplicaSpec(name=name), *(np.zeros(0),) * 7,
+                                              error=error).to_dict())
     return out
 
 
@@ -167,8 +190,12 @@ def finished_arm(path: Path) -> list | None:
     return None
 
 
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.=+-]", "_", name)
+
+
 def _arm_file(arm: str) -> str:
-    return re.sub(r"[^\w.=+-]", "_", arm) + ".json"
+    return _safe_name(arm) + ".json"
 
 
 def _diagnose_original(res: ReplicaResult, metric: str, setup=None) -> tuple[int | None, Any]:
@@ -195,8 +222,14 @@ def _diagnose_original(res: ReplicaResult, metric: str, setup=None) -> tuple[int
 def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
               interventions: list[str] | None = None, seeds: int = 3, metric: str = "val_accuracy",
               executor: str = "local", workers: int | None = None, address: str | None = None,
-              engine: str = "auto", progress: bool | None = None, ray_init: dict | None = None) -> dict:
-    """Run (or resume) the study in ``out``; returns the result document (also written to ``result.json``)."""
+              engine: str = "auto", progress: bool | None = None, ray_init: dict | None = None,
+              reuse: bool = True) -> dict:
+    """Run (or resume) the study in ``out``; returns the result document (also written to ``result.json``).
+
+    ``reuse`` (default): baseline seed 0 is the original's own curve, and an arm that trains as the baseline until
+    a later epoch (a schedule or skip intervention) continues from the baseline's state there (see
+    :func:`~whyspike.probe.interventions.fork_epoch`). ``reuse=False`` trains every replica from the branch: the
+    same curves (bit for bit in the sequential engine), at a higher cost."""
     from .executors import run_tasks
 
     if metric not in METRICS:
@@ -234,36 +267,101 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
 
     branch = _save_branch(out, spec, original, branch_epoch) if branch_epoch is not None else None
     arms = {"baseline": []} | {str(i): [str(i)] for i in asked if not i.evaluation_only}
+    first = -1 if branch_epoch is None else branch_epoch  # the replicas' state before their first epoch
+    # lazy divergence: an arm that trains as the baseline until some epoch continues from the baseline's state there
+    # (not past the baseline's last epoch, and training one epoch of its own at least)
+    forks = {arm: f for arm, ivs in arms.items() if reuse and ivs
+             for f in [iv_mod.fork_epoch([iv_mod.parse(t) for t in ivs], spec, at, first,
+                                         min(epochs_of("baseline") - 1, epochs_of(arm) - 2))] if f > first}
     _atomic_json(saved, {"config": config, "spike": at, "arms": list(arms), "branch_epoch": branch_epoch,
-                         "horizon": horizon, "evaluation_only": [str(i) for i in asked if i.evaluation_only]})
-    todo = {arm: ivs for arm, ivs in arms.items() if finished_arm(out / "replicas" / _arm_file(arm)) is None}
-    # arms are packed into as many tasks as there are workers: replicas of one task train together (stacked)
-    n_tasks = 1 if executor == "inline" else max(1, min(len(todo), workers or os.cpu_count() or 1))
-    packs: list[dict] = [{} for _ in range(n_tasks)]
-    for i, (arm, ivs) in enumerate(todo.items()):
-        packs[i % n_tasks][arm] = ivs
-    tasks = {"+".join(p): {"target": target, "arms": p, "seeds": list(range(seeds)), "spike": at,
-                           "branch": str(branch) if branch else None, "engine": engine,
-                           "epochs": {arm: epochs_of(arm) for arm in p}}
-             for p in packs if p}
+                         "horizon": horizon, "forks": forks, "baseline_seed0": "original" if reuse else "trained",
+                         "evaluation_only": [str(i) for i in asked if i.evaluation_only]})
+    todo = [arm for arm in arms if finished_arm(out / "replicas" / _arm_file(arm)) is None]
+    # baseline seed 0 is the original (a seed-0 branch replays it): its epochs are taken, not trained again
+    seed0 = _as_baseline_seed0(original, spec, first, epochs_of("baseline")) if reuse else None
+    spe = spec.steps_per_epoch
     errors: dict[str, str] = {}
+    tasks: dict[str, dict] = {}
     bar = _Progress(len(arms) * seeds, (len(arms) - len(todo)) * seeds, progress)
 
+    def baseline_runs() -> dict[int, ReplicaResult]:
+        """The baseline's finished replicas by seed (seed 0: the original when reused)."""
+        runs = {0: original} if reuse else {}
+        for d in finished_arm(out / "replicas" / _arm_file("baseline")) or []:
+            r = ReplicaResult.from_dict(d)
+            m = re.fullmatch(r"baseline#seed(\d+)", r.name)
+            if m and r.ok and int(m.group(1)) not in runs:
+                runs[int(m.group(1))] = r
+        return runs
+
+    def jobs(arm: str) -> list[dict]:
+        """The replicas ``arm`` still has to train: each from the branch, or from its fork point when the baseline
+        replica of its seed reached it (the original's checkpoint for seed 0, a state the baseline kept else)."""
+        def job(seed: int, start, fork: int | None = None, checkpoints: list[int] = ()) -> dict:
+            return {"arm": arm, "ivs": arms[arm], "seed": seed, "init_seed": seed if branch is None else 0,
+                    "epochs": epochs_of(arm), "start": str(start) if start else None, "fork": fork,
+                    "checkpoints": list(checkpoints)}
+
+        if arm == "baseline":
+            keep = sorted({forks[a] for a in todo if a in forks})
+            return [job(s, branch, checkpoints=keep) for s in range(1 if reuse else 0, seeds)]
+        if arm not in forks:
+            return [job(s, branch) for s in range(seeds)]
+        f, base, out_jobs = forks[arm], baseline_runs(), []
+        for s in range(seeds):
+            state = _save_branch(out, spec, original, f) if s == 0 else out / _fork_file(f"baseline#seed{s}", f)
+            reached = s in base and f in base[s].epochs and state.exists()
+            out_jobs.append(job(s, state, f) if reached else job(s, branch))  # else: the arm's own way from the branch
+        return out_jobs
+
+    def write(arm: str, runs: list[ReplicaResult], fork_of: dict) -> None:
+        """Write a finished arm: baseline seed 0 put in front, a forked replica's epochs before its fork taken
+        from the baseline replica of its seed (trained exactly alike until then)."""
+        if arm == "baseline" and seed0 is not None:
+            runs = [seed0, *runs]
+        base = baseline_runs() if any(fork_of.get(r.name) is not None for r in runs) else {}
+        for k, r in enumerate(runs):
+            f = fork_of.get(r.name)
+            if f is not None and r.ok:
+                runs[k] = _stitch(_window(base[int(r.name.rpartition("#seed")[2])], first + 1, f, spe), r)
+        _atomic_json(out / "replicas" / _arm_file(arm), [r.to_dict() for r in runs])
+        bar.advance(len(runs))
+
     def done(tid: str, results: dict) -> None:
-        for arm, res in results.items():
-            _atomic_json(out / "replicas" / _arm_file(arm), res)
-            bar.advance(len(res))
+        for name, states in results.get("states", {}).items():  # first: a written baseline implies its states
+            for epoch, blob in states.items():
+                _atomic_bytes(out / _fork_file(name, int(epoch)), blob)
+        fork_of = {f"{j['arm']}#seed{j['seed']}": j["fork"] for j in tasks[tid]["replicas"]}
+        for arm, res in results["arms"].items():
+            write(arm, [ReplicaResult.from_dict(d) for d in res], fork_of)
 
     def failed(tid: str, message: str) -> None:
-        for arm in tasks[tid]["arms"]:
+        for arm in dict.fromkeys(j["arm"] for j in tasks[tid]["replicas"]):
             errors[arm] = message  # not written: a resumed study tries the arm again
             bar.advance(seeds)
 
-    with bar:
-        run_tasks(tasks, run_task, done, failed, executor=executor, workers=workers, address=address,
+    def run_stage(stage: list[str]) -> None:
+        work = {arm: jobs(arm) for arm in stage}
+        if "baseline" in work and not work["baseline"]:  # one seed, the original's: nothing to train
+            write("baseline", [], {})
+        work = {arm: j for arm, j in work.items() if j}
+        # arms are packed into as many tasks as there are workers: replicas of one task train together (stacked)
+        n_tasks = 1 if executor == "inline" else max(1, min(len(work), workers or os.cpu_count() or 1))
+        packs: list[list[str]] = [[] for _ in range(n_tasks)]
+        for i, arm in enumerate(work):
+            packs[i % n_tasks].append(arm)
+        stage_tasks = {"+".join(p): {"target": target, "spike": at, "engine": engine,
+                                     "replicas": [j for arm in p for j in work[arm]]} for p in packs if p}
+        tasks.update(stage_tasks)
+        run_tasks(stage_tasks, run_task, done, failed, executor=executor, workers=workers, address=address,
                   ray_init=ray_init)
+
+    with bar:
+        # the baseline's seeds (keeping their states at the fork points) and every arm that diverges at the branch
+        run_stage([arm for arm in todo if arm not in forks])
+        run_stage([arm for arm in todo if arm in forks])  # then the forked arms, from those states
     bn = _bn_arms(spec, out, original, [i for i in asked if i.evaluation_only])
-    result = _judge(out, config, at, arms, errors, bn, branch_epoch, horizon, asked)
+    result = _judge(out, config, at, arms, errors, bn, branch_epoch, horizon, asked, forks)
     result["seconds"] = time.perf_counter() - t0
     result["original_seconds"] = original.seconds
     _atomic_json(out / "result.json", result)
@@ -300,6 +398,52 @@ def _checkpoints(spec: TrainingSpec, out: Path) -> dict:
                            engine="sequential")[0]
         ck = _CHECKPOINTS[str(out)] = res.checkpoints
     return ck
+
+
+def _fork_file(replica: str, epoch: int) -> str:
+    """Where a baseline replica's state at a fork point is kept (the forked arms continue from it)."""
+    return f"fork-{_safe_name(replica)}-e{epoch:04d}.pt"
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _window(res: ReplicaResult, first: int, last: int, steps_per_epoch: int) -> ReplicaResult:
+    """``res`` restricted to epochs ``first`` .. ``last`` (and their steps)."""
+    e = (res.epochs >= first) & (res.epochs <= last)
+    st = (res.steps >= first * steps_per_epoch) & (res.steps < (last + 1) * steps_per_epoch)
+    return dataclasses.replace(res, epochs=res.epochs[e], train_loss=res.train_loss[e],
+                               train_accuracy=res.train_accuracy[e], val_loss=res.val_loss[e],
+                               val_accuracy=res.val_accuracy[e], lr=res.lr[e], step_loss=res.step_loss[st],
+                               steps=res.steps[st], checkpoints={}, reused={})
+
+
+def _stitch(before: ReplicaResult, rest: ReplicaResult) -> ReplicaResult:
+    """A forked replica's result over all its epochs: ``before`` (the replica it forked from, through the fork)
+    then ``rest`` (what it trained itself)."""
+    def cat(key: str):
+        return np.concatenate([getattr(before, key), getattr(rest, key)])
+
+    return dataclasses.replace(rest, epochs=cat("epochs"), train_loss=cat("train_loss"),
+                               train_accuracy=cat("train_accuracy"), val_loss=cat("val_loss"),
+                               val_accuracy=cat("val_accuracy"), lr=cat("lr"), step_loss=cat("step_loss"),
+                               steps=cat("steps"),
+                               reused={"from": before.name, "epochs": [int(before.epochs[0]), int(before.epochs[-1])]})
+
+
+def _as_baseline_seed0(original: ReplicaResult, spec: TrainingSpec, first: int, end: int) -> ReplicaResult:
+    """Baseline seed 0 over epochs ``first + 1`` .. ``end - 1``: the original's own numbers. A seed-0 replica
+    branched from the original's state replays the original (bit for bit in the sequential engine), so it is not
+    trained again."""
+    spe = spec.steps_per_epoch
+    w = _window(original, first + 1, end - 1, spe)
+    start = {"epoch": first, "step": (first + 1) * spe} if first >= 0 else None
+    return dataclasses.replace(w, name="baseline#seed0", seconds=0.0,
+                               replica=ReplicaSpec("baseline#seed0", overrides={"epochs": end}, start=start),
+                               reused={"from": "original", "epochs": [first + 1, end - 1]})
 
 
 def _save_branch(out: Path, spec: TrainingSpec, original: ReplicaResult, epoch: int) -> Path:
@@ -373,7 +517,7 @@ def _has_bn(spec: TrainingSpec) -> bool:
 
 
 def _judge(out: Path, config: dict, at, arms: dict, errors: dict, bn: dict, branch_epoch, horizon,
-           asked: list[Intervention]) -> dict:
+           asked: list[Intervention], forks: dict | None = None) -> dict:
     metric = config["metric"]
     loaded = {}
     for arm in arms:
@@ -390,6 +534,8 @@ def _judge(out: Path, config: dict, at, arms: dict, errors: dict, bn: dict, bran
                                  "errors": [r.error for r in base if not r.ok] + (
                                      [errors["baseline"]] if "baseline" in errors else [])},
                     "interventions": []}
+    if forks is not None:  # the arms that continued from the baseline's state at the end of that epoch
+        result["spike"]["forks"] = forks
     for iv in asked:
         name = str(iv)
         if iv.evaluation_only:
@@ -433,8 +579,11 @@ def _bn_verdict(name: str, bn: dict, metric: str) -> dict:
 
 def _run(r: ReplicaResult, metric: str) -> dict:
     y = getattr(r, metric)
-    return {"name": r.name, "x": [int(e) for e in r.epochs],
-            "y": [None if not np.isfinite(v) else float(v) for v in y]}
+    run = {"name": r.name, "x": [int(e) for e in r.epochs],
+           "y": [None if not np.isfinite(v) else float(v) for v in y]}
+    if r.reused:  # epochs not trained for this replica: the original's (seed 0), or the baseline's before a fork
+        run["reused"] = r.reused
+    return run
 
 
 def _describe(iv: Intervention) -> str:
