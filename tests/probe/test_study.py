@@ -62,7 +62,9 @@ def test_baseline_seed0_is_the_original_not_a_retraining(lr_study):
 
 def test_branching_and_forking_train_fewer_epochs_than_the_original(lr_study):
     out, r = lr_study
-    assert r["spike"]["forks"] == {"lr.shift=+3": 11, "lr.decay=off": 11}  # the decay at 12 is the first change
+    # the decay at 12 parts the arms from the baseline, the shifted decay at 15 from each other
+    assert r["spike"]["forks"] == {"lr.shift=+3": {"from": "baseline", "epoch": 11},
+                                   "lr.decay=off": {"from": "lr.shift=+3", "epoch": 14}}
     stored = trained = 0
     for p in (out / "replicas").glob("*.json"):
         for d in json.loads(p.read_text()):
@@ -71,8 +73,8 @@ def test_branching_and_forking_train_fewer_epochs_than_the_original(lr_study):
             trained += len(d["epochs"]) - (last - first + 1)
     # from epoch 9: baseline to 16, lr.shift=+3 to 19, lr.decay=off to 16, 2 seeds each
     assert stored == 2 * (8 + 11 + 8)
-    # trained: baseline seed 1 from 9, the arms from 12 (seed 0 of the baseline is the original)
-    assert trained == 8 + 2 * 8 + 2 * 5
+    # trained: baseline seed 1 from 9, the shift from 12, decay-off from 15 (seed 0 of the baseline is the original)
+    assert trained == 8 + 2 * 8 + 2 * 2
 
 
 def test_recomputed_batchnorm_statistics_remove_the_swings(tmp_path):

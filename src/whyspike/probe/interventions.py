@@ -233,36 +233,53 @@ def apply(iv: Intervention, spec: TrainingSpec, replica: ReplicaSpec, spike_epoc
 def fork_epoch(ivs: list[Intervention], spec: TrainingSpec, spike_epoch: int | None, branch_epoch: int,
                last_epoch: int) -> int:
     """The last epoch through which a replica with ``ivs`` trains exactly as the baseline replica of the same seeds
-    does from the same state at the end of ``branch_epoch`` (-1: from scratch); at most ``last_epoch``.
+    does from the same state at the end of ``branch_epoch`` (-1: from scratch); at most ``last_epoch``: the
+    :func:`shared_epoch` of ``ivs`` and the baseline's none."""
+    return shared_epoch(ivs, [], spec, spike_epoch, branch_epoch, last_epoch)
 
-    Only an arm that changes nothing but the LR multiplier schedule or the skipped steps (``lr.shift``,
-    ``lr.decay``, ``lr.hold``, ``lr.warmup``, ``skip``) can train as the baseline for a while: its multiplier and
-    skips are compared with the baseline's step by step from the branch on, and it forks at the end of the epoch
-    before the first step that differs (data order and dropout masks are functions of the seeds and the step, so
-    the arm may continue from the baseline's state there). Any other change (a seed, a hyper-parameter, the
-    model) acts from the first step: ``branch_epoch``.
+
+def shared_epoch(a: list[Intervention], b: list[Intervention], spec: TrainingSpec, spike_epoch: int | None,
+                 branch_epoch: int, last_epoch: int) -> int:
+    """The last epoch through which a replica with interventions ``a`` and one with ``b`` (``[]``: the baseline)
+    train exactly alike, with the same seeds, from the same state at the end of ``branch_epoch`` (-1: from
+    scratch); at most ``last_epoch``.
+
+    Only arms that change nothing but the LR multiplier schedule or the skipped steps (``lr.shift``, ``lr.decay``,
+    ``lr.hold``, ``lr.warmup``, ``skip``) can train alike for a while: their multipliers and skips are compared
+    step by step from the branch on, and they part at the end of the epoch before the first step that differs
+    (data order and dropout masks are functions of the seeds and the step, so either may continue from the
+    other's state there). Any other change (a seed, a hyper-parameter, the model) acts from the first step:
+    ``branch_epoch``.
     """
     from .engines._common import schedule_value
 
+    ra, rb = _steps_only(a, spec, spike_epoch), _steps_only(b, spec, spike_epoch)
+    if ra is None or rb is None:
+        return branch_epoch
+    spe = spec.steps_per_epoch
+    sa, sb = ra.schedule or spec.schedule, rb.schedule or spec.schedule
+    try:
+        for g in range((branch_epoch + 1) * spe, (last_epoch + 1) * spe):
+            epoch = g // spe
+            if ((g in ra.skip_steps) != (g in rb.skip_steps)
+                    or schedule_value(sa, g, epoch) != schedule_value(sb, g, epoch)):
+                return max(branch_epoch, epoch - 1)
+    except Exception:  # noqa: BLE001 - a schedule that fails fails in the arm's replicas too, from the branch
+        return branch_epoch
+    return max(branch_epoch, last_epoch)
+
+
+def _steps_only(ivs: list[Intervention], spec: TrainingSpec, spike_epoch: int | None) -> ReplicaSpec | None:
+    """The baseline's replica with ``ivs`` applied when they change only its LR multiplier schedule or skipped
+    steps; None when they change anything else, or cannot apply (the arm's replicas report why, from the branch)."""
     base = ReplicaSpec()
     arm = base
     try:
         for iv in ivs:
             arm = apply(iv, spec, arm, spike_epoch)
     except ReplicaError:
-        return branch_epoch  # the arm cannot run: its replicas report why, from the branch
-    if dataclasses.replace(arm, schedule=None, skip_steps=frozenset()) != base:
-        return branch_epoch
-    spe = spec.steps_per_epoch
-    theirs = arm.schedule or spec.schedule
-    try:
-        for g in range((branch_epoch + 1) * spe, (last_epoch + 1) * spe):
-            epoch = g // spe
-            if g in arm.skip_steps or schedule_value(theirs, g, epoch) != schedule_value(spec.schedule, g, epoch):
-                return max(branch_epoch, epoch - 1)
-    except Exception:  # noqa: BLE001 - a schedule that fails fails in the arm's replicas too, from the branch
-        return branch_epoch
-    return max(branch_epoch, last_epoch)
+        return None
+    return arm if dataclasses.replace(arm, schedule=None, skip_steps=frozenset()) == base else None
 
 
 def _compose(first: Callable | None, then: Callable) -> Callable:

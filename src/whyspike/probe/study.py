@@ -7,9 +7,9 @@ A study is a directory, so that a killed or crashed study resumes without redoin
       study.json            what is studied: target, metric, spike, arms, seeds, branch epoch, horizon, forks
       original.json         the original training (seed 0, from scratch): its curves locate the jump
       branch-eNNNN.pt       the original's model + optimizer state at the end of epoch NNNN (the branch, and the
-                            fork points of seed 0; torch, loaded weights_only)
-      fork-baseline_seedS-eNNNN.pt
-                            baseline seed S's state at the end of epoch NNNN, a fork point of some arm
+                            fork points of baseline seed 0; torch, loaded weights_only)
+      fork-<arm>_seedS-eNNNN.pt
+                            that arm's seed-S replica's state at the end of epoch NNNN, where another arm forks
       replicas/<arm>.json   each arm's replicas, written atomically when the arm finishes
       bn.json               the BatchNorm re-evaluation of the original's checkpoints (evaluation only)
       result.json           the verdicts (schema ``whyspike/probe-v1``, read by ``whyspike report --probes``)
@@ -17,10 +17,11 @@ A study is a directory, so that a killed or crashed study resumes without redoin
 Two savings keep a study cheap without changing what it computes (bit for bit in the sequential engine, to
 float32 rounding in the vectorized one; ``run_study(reuse=False)`` trains everything, the reference): baseline
 seed 0 *is* the original (a seed-0 branch replays it), so its curve is taken from original.json; and an arm that
-trains as the baseline until a later epoch (a schedule or skip intervention:
-:func:`~whyspike.probe.interventions.fork_epoch`) continues, seed by seed, from the baseline's state at that fork
-point, its earlier epochs copied from the baseline replica. So the baseline's seeds >= 1 train first (keeping
-their states at the fork points), then the forked arms.
+trains as another planned replica of its seed until a later epoch (schedule and skip interventions:
+:func:`~whyspike.probe.interventions.shared_epoch`) continues, seed by seed, from that replica's state there (its
+*parent*: the baseline or another arm, the one alike for longest, :mod:`~whyspike.probe.forks`), its earlier
+epochs copied from the parent's curve. So the stages run parents first (keeping their states at the fork
+points), then the arms forked from them, and so on.
 
 The target is a factory: ``FILE.py:FUNC`` or ``package.module:FUNC``, FUNC() returning a
 :class:`~whyspike.probe.spec.TrainingSpec`. Every worker imports it itself (nothing unpicklable crosses processes).
@@ -45,6 +46,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from . import interventions as iv_mod
+from .forks import Fork, plan_forks, stages
 from .interventions import Intervention
 from .spec import ReplicaError, ReplicaResult, ReplicaSpec, TrainingSpec
 from .stats import Band, judge, seed_band
@@ -226,10 +228,10 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
               reuse: bool = True) -> dict:
     """Run (or resume) the study in ``out``; returns the result document (also written to ``result.json``).
 
-    ``reuse`` (default): baseline seed 0 is the original's own curve, and an arm that trains as the baseline until
-    a later epoch (a schedule or skip intervention) continues from the baseline's state there (see
-    :func:`~whyspike.probe.interventions.fork_epoch`). ``reuse=False`` trains every replica from the branch: the
-    same curves (bit for bit in the sequential engine), at a higher cost."""
+    ``reuse`` (default): baseline seed 0 is the original's own curve, and an arm that trains as the baseline or
+    another arm until a later epoch (a schedule or skip intervention) continues from that replica's state there
+    (see :mod:`~whyspike.probe.forks`). ``reuse=False`` trains every replica from the branch: the same curves (bit
+    for bit in the sequential engine), at a higher cost."""
     from .executors import run_tasks
 
     if metric not in METRICS:
@@ -268,13 +270,13 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
     branch = _save_branch(out, spec, original, branch_epoch) if branch_epoch is not None else None
     arms = {"baseline": []} | {str(i): [str(i)] for i in asked if not i.evaluation_only}
     first = -1 if branch_epoch is None else branch_epoch  # the replicas' state before their first epoch
-    # lazy divergence: an arm that trains as the baseline until some epoch continues from the baseline's state there
-    # (not past the baseline's last epoch, and training one epoch of its own at least)
-    forks = {arm: f for arm, ivs in arms.items() if reuse and ivs
-             for f in [iv_mod.fork_epoch([iv_mod.parse(t) for t in ivs], spec, at, first,
-                                         min(epochs_of("baseline") - 1, epochs_of(arm) - 2))] if f > first}
+    # lazy divergence: an arm that trains as the baseline or another arm until some epoch continues from that
+    # replica's state there
+    forks: dict[str, Fork] = plan_forks({a: [iv_mod.parse(t) for t in ivs] for a, ivs in arms.items()},
+                                        {a: epochs_of(a) for a in arms}, spec, at, first) if reuse else {}
+    fork_doc = {arm: f.to_dict() for arm, f in forks.items()}
     _atomic_json(saved, {"config": config, "spike": at, "arms": list(arms), "branch_epoch": branch_epoch,
-                         "horizon": horizon, "forks": forks, "baseline_seed0": "original" if reuse else "trained",
+                         "horizon": horizon, "forks": fork_doc, "baseline_seed0": "original" if reuse else "trained",
                          "evaluation_only": [str(i) for i in asked if i.evaluation_only]})
     todo = [arm for arm in arms if finished_arm(out / "replicas" / _arm_file(arm)) is None]
     # baseline seed 0 is the original (a seed-0 branch replays it): its epochs are taken, not trained again
@@ -284,46 +286,53 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
     tasks: dict[str, dict] = {}
     bar = _Progress(len(arms) * seeds, (len(arms) - len(todo)) * seeds, progress)
 
-    def baseline_runs() -> dict[int, ReplicaResult]:
-        """The baseline's finished replicas by seed (seed 0: the original when reused)."""
-        runs = {0: original} if reuse else {}
-        for d in finished_arm(out / "replicas" / _arm_file("baseline")) or []:
+    def replica_runs(arm: str) -> dict[int, ReplicaResult]:
+        """An arm's finished replicas by seed (baseline seed 0: the original when reused)."""
+        runs = {0: original} if reuse and arm == "baseline" else {}
+        for d in finished_arm(out / "replicas" / _arm_file(arm)) or []:
             r = ReplicaResult.from_dict(d)
-            m = re.fullmatch(r"baseline#seed(\d+)", r.name)
+            m = re.fullmatch(re.escape(arm) + r"#seed(\d+)", r.name)
             if m and r.ok and int(m.group(1)) not in runs:
                 runs[int(m.group(1))] = r
         return runs
 
     def jobs(arm: str) -> list[dict]:
-        """The replicas ``arm`` still has to train: each from the branch, or from its fork point when the baseline
-        replica of its seed reached it (the original's checkpoint for seed 0, a state the baseline kept else)."""
-        def job(seed: int, start, fork: int | None = None, checkpoints: list[int] = ()) -> dict:
+        """The replicas ``arm`` still has to train (keeping their states where arms still to train fork from them):
+        each from the branch, or from its fork point when the parent's replica of its seed reached it (for baseline
+        seed 0 the original's checkpoint, else the state the parent kept)."""
+        keep = sorted({f.epoch for a, f in forks.items() if f.parent == arm and a in todo})
+
+        def job(seed: int, start, fork: Fork | None = None) -> dict:
             return {"arm": arm, "ivs": arms[arm], "seed": seed, "init_seed": seed if branch is None else 0,
-                    "epochs": epochs_of(arm), "start": str(start) if start else None, "fork": fork,
-                    "checkpoints": list(checkpoints)}
+                    "epochs": epochs_of(arm), "start": str(start) if start else None,
+                    "fork": fork.to_dict() if fork else None, "checkpoints": keep}
 
         if arm == "baseline":
-            keep = sorted({forks[a] for a in todo if a in forks})
-            return [job(s, branch, checkpoints=keep) for s in range(1 if reuse else 0, seeds)]
+            return [job(s, branch) for s in range(1 if reuse else 0, seeds)]
         if arm not in forks:
             return [job(s, branch) for s in range(seeds)]
-        f, base, out_jobs = forks[arm], baseline_runs(), []
+        fork, out_jobs = forks[arm], []
+        parent = replica_runs(fork.parent)
         for s in range(seeds):
-            state = _save_branch(out, spec, original, f) if s == 0 else out / _fork_file(f"baseline#seed{s}", f)
-            reached = s in base and f in base[s].epochs and state.exists()
-            out_jobs.append(job(s, state, f) if reached else job(s, branch))  # else: the arm's own way from the branch
+            state = (_save_branch(out, spec, original, fork.epoch) if s == 0 and fork.parent == "baseline"
+                     else out / _fork_file(f"{fork.parent}#seed{s}", fork.epoch))
+            reached = s in parent and fork.epoch in parent[s].epochs and state.exists()
+            out_jobs.append(job(s, state, fork) if reached else job(s, branch))  # else: its own way from the branch
         return out_jobs
 
     def write(arm: str, runs: list[ReplicaResult], fork_of: dict) -> None:
-        """Write a finished arm: baseline seed 0 put in front, a forked replica's epochs before its fork taken
-        from the baseline replica of its seed (trained exactly alike until then)."""
+        """Write a finished arm: baseline seed 0 put in front, a forked replica's epochs through its fork taken
+        from the parent's replica of its seed (trained exactly alike until then)."""
         if arm == "baseline" and seed0 is not None:
             runs = [seed0, *runs]
-        base = baseline_runs() if any(fork_of.get(r.name) is not None for r in runs) else {}
+        parents: dict[str, dict] = {}
         for k, r in enumerate(runs):
-            f = fork_of.get(r.name)
-            if f is not None and r.ok:
-                runs[k] = _stitch(_window(base[int(r.name.rpartition("#seed")[2])], first + 1, f, spe), r)
+            fork = fork_of.get(r.name)
+            if fork is not None and r.ok:
+                if fork["from"] not in parents:
+                    parents[fork["from"]] = replica_runs(fork["from"])
+                parent = parents[fork["from"]][int(r.name.rpartition("#seed")[2])]
+                runs[k] = _stitch(_window(parent, first + 1, fork["epoch"], spe), r)
         _atomic_json(out / "replicas" / _arm_file(arm), [r.to_dict() for r in runs])
         bar.advance(len(runs))
 
@@ -357,11 +366,12 @@ def run_study(target: str, out: str | os.PathLike, *, spike: str | int = "auto",
                   ray_init=ray_init)
 
     with bar:
-        # the baseline's seeds (keeping their states at the fork points) and every arm that diverges at the branch
-        run_stage([arm for arm in todo if arm not in forks])
-        run_stage([arm for arm in todo if arm in forks])  # then the forked arms, from those states
+        # the baseline's seeds and every arm that diverges at the branch, keeping their states at the fork points;
+        # then the arms forked from them, from those states, and so on
+        for stage in stages(list(arms), forks):
+            run_stage([arm for arm in stage if arm in todo])
     bn = _bn_arms(spec, out, original, [i for i in asked if i.evaluation_only])
-    result = _judge(out, config, at, arms, errors, bn, branch_epoch, horizon, asked, forks)
+    result = _judge(out, config, at, arms, errors, bn, branch_epoch, horizon, asked, fork_doc)
     result["seconds"] = time.perf_counter() - t0
     result["original_seconds"] = original.seconds
     _atomic_json(out / "result.json", result)
@@ -401,7 +411,7 @@ def _checkpoints(spec: TrainingSpec, out: Path) -> dict:
 
 
 def _fork_file(replica: str, epoch: int) -> str:
-    """Where a baseline replica's state at a fork point is kept (the forked arms continue from it)."""
+    """Where a replica's state at a fork point is kept (the arms forked from it continue from it)."""
     return f"fork-{_safe_name(replica)}-e{epoch:04d}.pt"
 
 
@@ -534,7 +544,7 @@ def _judge(out: Path, config: dict, at, arms: dict, errors: dict, bn: dict, bran
                                  "errors": [r.error for r in base if not r.ok] + (
                                      [errors["baseline"]] if "baseline" in errors else [])},
                     "interventions": []}
-    if forks is not None:  # the arms that continued from the baseline's state at the end of that epoch
+    if forks is not None:  # the arms that continued from another replica's state at the end of that epoch
         result["spike"]["forks"] = forks
     for iv in asked:
         name = str(iv)
@@ -581,7 +591,7 @@ def _run(r: ReplicaResult, metric: str) -> dict:
     y = getattr(r, metric)
     run = {"name": r.name, "x": [int(e) for e in r.epochs],
            "y": [None if not np.isfinite(v) else float(v) for v in y]}
-    if r.reused:  # epochs not trained for this replica: the original's (seed 0), or the baseline's before a fork
+    if r.reused:  # epochs not trained for this replica: the original's (seed 0), or the parent's through a fork
         run["reused"] = r.reused
     return run
 
