@@ -63,21 +63,31 @@ def _scalar(v: Any) -> float | None:
         return None
 
 
-def _float_column(pa, v: Any, n: int):
-    """A float64 Arrow array of length ``n`` from a numpy (masked) array or a list with None for nulls; None when
-    ``v`` is not that."""
+def _float_column(v: Any, n: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A float64 column of length ``n`` and its null mask (None: no nulls) from a numpy (masked) array or a list
+    with None for nulls; None when ``v`` is not that."""
     try:
         if np.ma.isMaskedArray(v):
             mask = np.ma.getmaskarray(v)
-            data = np.asarray(np.ma.getdata(v), dtype=np.float64)
-            a = pa.array(data, mask=mask, type=pa.float64()) if mask.any() else pa.array(data, type=pa.float64())
+            data = np.array(np.ma.getdata(v), dtype=np.float64).reshape(-1)
+            mask = np.array(mask).reshape(-1) if mask.any() else None
         elif isinstance(v, np.ndarray):
-            a = pa.array(np.asarray(v, dtype=np.float64).reshape(-1), type=pa.float64())
+            data, mask = np.array(v, dtype=np.float64).reshape(-1), None  # a copy: the caller may reuse its array
         else:
-            a = pa.array([None if x is None else float(x) for x in v], type=pa.float64())
-    except (TypeError, ValueError, pa.ArrowException):
+            vals = [None if x is None else float(x) for x in v]
+            mask = np.fromiter((x is None for x in vals), dtype=bool, count=len(vals))
+            data = np.fromiter((0.0 if x is None else x for x in vals), dtype=np.float64, count=len(vals))
+            mask = mask if mask.any() else None
+    except (TypeError, ValueError):
         return None
-    return a if len(a) == n else None
+    return (data, mask) if len(data) == n else None
+
+
+def _block_table(block: dict[str, tuple[np.ndarray, np.ndarray | None]]):
+    """The Arrow table of a block of columns kept by :meth:`RunWriter.steps`."""
+    import pyarrow as pa
+
+    return pa.table({k: pa.array(data, mask=mask, type=pa.float64()) for k, (data, mask) in block.items()})
 
 
 class _Table:
@@ -88,7 +98,9 @@ class _Table:
         self.folder = folder
         self.key = key
         self.rows: list[dict[str, float]] = []  # single rows since the last block
-        self.blocks: list[Any] = []  # earlier rows and blocks, as Arrow tables, in order
+        # earlier rows and blocks, in order: Arrow tables, or blocks of numpy columns (converted at the flush:
+        # Arrow calls between training steps slow the steps after them, far beyond their own few hundred µs)
+        self.blocks: list[Any] = []
         self.n = 0  # rows buffered in all
         existing = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
         self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
@@ -98,7 +110,8 @@ class _Table:
         self.n += 1
 
     def add_columns(self, table, n: int) -> None:
-        """A block of ``n`` rows: an Arrow table of float64 columns."""
+        """A block of ``n`` rows: an Arrow table of float64 columns, or a dict of (float64 data, null mask or None)
+        numpy columns."""
         if self.rows:
             self.blocks.append(self._rows_table())
             self.rows = []
@@ -120,7 +133,9 @@ class _Table:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        blocks = self.blocks + [self._rows_table()] if self.rows else self.blocks
+        blocks = [_block_table(b) if isinstance(b, dict) else b for b in self.blocks]
+        if self.rows:
+            blocks.append(self._rows_table())
         # columns missing from a block are null there
         table = blocks[0] if len(blocks) == 1 else pa.concat_tables(blocks, promote_options="default")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -238,30 +253,28 @@ class RunWriter:
         if self.broken is not None:
             return
         try:
-            import pyarrow as pa
-
             step = columns.get("step")
             if step is None:
                 return
             n = len(step)
             if n == 0:
                 return
-            arrays: dict[str, Any] = {}
+            block: dict[str, Any] = {}
             for k, v in columns.items():
-                a = _float_column(pa, v, n)
-                if a is not None:
-                    arrays[k] = a
-            if "step" not in arrays:
+                col = _float_column(v, n)
+                if col is not None:
+                    block[k] = col
+            if "step" not in block:
                 return
-            if "wall_time" not in arrays:
-                arrays["wall_time"] = pa.array(np.full(n, time.time()))
-            order = ["step", "wall_time"] + [k for k in arrays if k not in ("step", "wall_time")]
-            table = pa.table({k: arrays[k] for k in order})
+            if "wall_time" not in block:
+                block["wall_time"] = (np.full(n, time.time()), None)
+            order = ["step", "wall_time"] + [k for k in block if k not in ("step", "wall_time")]
+            block = {k: block[k] for k in order}
         except Exception as exc:  # noqa: BLE001 - recording must never break training
             print(f"whyspike: a block of step rows was not recorded ({type(exc).__name__}: {exc})", file=sys.stderr)
             return
         with self._lock:
-            self._steps.add_columns(table, n)
+            self._steps.add_columns(block, n)
             if self._steps.n >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
                 self._flush_locked()
 
