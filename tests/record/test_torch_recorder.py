@@ -304,7 +304,7 @@ def test_no_host_transfer_per_step(tmp_path, monkeypatch):
     rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0, flush_every=1000)
     monkeypatch.setattr(torch.Tensor, "is_cpu", property(lambda self: False))
     calls = []
-    for name in ("item", "tolist", "__float__", "cpu", "numpy"):
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy"):
         orig = getattr(torch.Tensor, name)
 
         def counting(self, *a, _orig=orig, _name=name, **k):
