@@ -49,8 +49,8 @@ def run_cmd(script, script_args, out, detailed, every, checkpoints, threads, qui
     from ..record._intervene_plan import InterventionError
 
     if isinstance(outcome.error, InterventionError):  # ours, not the script's: one line, no traceback
-        print(f"\nwhyspike: error: {outcome.error} — the Model.fit it was applied to did not run", file=sys.stderr,
-              flush=True)
+        print(f"\nwhyspike: error: {outcome.error} — the training it was applied to (a Model.fit, or the PyTorch "
+              "loop at that optimizer step) stopped there", file=sys.stderr, flush=True)
         if outcome.runs:  # fits before it recorded runs
             _report(script, outcome.runs)
         return outcome.exit_code

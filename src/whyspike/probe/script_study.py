@@ -225,8 +225,10 @@ def _original(script: Path, argv: list[str], out: Path, env: dict, timeout, cwd:
         res = run_script_replica(script, argv, interventions={s: "0" for s in streams}, seed=0, branch=None,
                                  out_dir=folder, env=env | {"WHYSPIKE_CHECKPOINT_BUDGET": "1"}, timeout=timeout,
                                  checkpoints=CHECKPOINT_ALL, name="original", cwd=cwd)
-        # a stream the training cannot take (no random layer, shuffle=False, not a Keras fit) is left out
-        refused = [s for s in streams if res.error and res.error.startswith(s)]
+        # a stream the training cannot take (no random layer, shuffle=False, not a Keras fit) is left out; a script
+        # without Model.fit (a PyTorch loop) names every stream it never applied in one error: one re-run, not two
+        never = (res.error or "").split(" never applied:")[0].split(", ")
+        refused = [s for s in streams if res.error and (res.error.startswith(s) or s in never)]
         if not refused:
             break
         streams = [s for s in streams if s not in refused]

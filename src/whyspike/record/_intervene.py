@@ -40,6 +40,14 @@ What each name does to a Keras script (Keras 3; the seeds and data order need th
 
 An intervention the target cannot take (momentum on Adam, no BatchNorm layer, a constant LR to shift) raises
 :class:`InterventionError` from ``fit``: the script stops there, and a probe reports that replica's error.
+
+A hand-written PyTorch loop (recorded by the global optimizer hooks) takes ``seed=N`` as above and the
+optimizer-level names at every ``optimizer.step()``: ``lr.scale``, ``lr.decay=off``, ``lr.hold``, ``lr.shift=K``
+(K > 0 only: a PyTorch scheduler's future is not known), ``momentum``, ``adam.eps``, ``adam.beta2``, ``wd`` and
+``wd.scale``, on every parameter group, with the user's own values put back after each step so that its scheduler
+goes on as written (:mod:`whyspike.record.torch._intervene_torch`). ``skip``, ``bn.*``, ``batch.scale``,
+``shuffle``, ``seed.data``, ``seed.noise``, ``seed.init``, ``lr.warmup`` and ``branch`` act on ``Model.fit``: in
+a PyTorch loop they stay unapplied, and a probe replica reports them so.
 """
 
 from __future__ import annotations
@@ -354,10 +362,11 @@ class Intervener:
             self._say(f"could not note the interventions in {writer.path} ({type(exc).__name__}: {exc})")
 
     def unapplied(self) -> list[str]:
-        """Interventions the script never gave a chance to apply (no Keras fit call, no seed set)."""
+        """Interventions the script never gave a chance to apply (no Keras fit call, no seed set, nothing a PyTorch
+        loop's optimizer steps applied)."""
         if self._fits:
             return []
-        return [k for k in self.plan.raw if k != "seed"]
+        return [k for k in self.plan.raw if k != "seed" and k not in self.applied]
 
     # -- the parts
     def _reinitialise(self, model, layers, keras) -> None:

@@ -33,11 +33,12 @@ NOT_BLACK_BOX = {
     "bn.train_mode": "the Keras recorder does not evaluate in train mode; the detailed tier's PreciseBN columns "
                      "(bn.recompute) answer the same question",
 }
-SEED_ONLY = ("seed",)  # works for any script (PyTorch loops too); every other name needs a Keras Model.fit
+SEED_ONLY = ("seed",)  # any script; PyTorch loops take the optimizer-level names too (torch._intervene_torch)
 
 
 class InterventionError(UsageError):
-    """The training cannot take this intervention (raised from ``Model.fit``; a probe reports it per replica)."""
+    """The training cannot take this intervention (raised from ``Model.fit``, or from a PyTorch optimizer's first
+    step; a probe reports it per replica)."""
 
 
 # ------------------------------------------------------------------------------------------ parsing

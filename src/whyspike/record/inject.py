@@ -13,7 +13,8 @@ Before the script runs (:class:`Injection`):
   exists, hand-written PyTorch loops are recorded too (a run directory that ends up empty is removed);
 - ``WHYSPIKE_INTERVENE`` (JSON ``{"NAME": "VALUE"}``) changes one factor of the training — seeds, LR schedule,
   momentum, batch size, a branch from a checkpoint, ...: see :mod:`whyspike.record._intervene` (applied when the
-  seeds are set and at each ``fit``). The black-box probe engine runs every replica this way.
+  seeds are set and at each ``fit``; in a PyTorch loop, the optimizer-level ones at each step:
+  :mod:`whyspike.record.torch._intervene_torch`). The black-box probe engine runs every replica this way.
 
 The hooks wait for the modules to be imported (a post-import hook on ``sys.meta_path``), so nothing heavy is
 imported before the script asks for it.
@@ -322,8 +323,8 @@ class Injection:
         if importlib.util.find_spec("tensorflow") is None and importlib.util.find_spec("keras") is not None:
             self._finder.standins["tensorflow"] = _fill_tensorflow
         self._finder.on_import("keras", self._patch_keras)
-        self._finder.on_import("torch", self._on_torch)
         self._install_interventions()
+        self._finder.on_import("torch", self._on_torch)  # after the plan: torch may be imported already
 
     def uninstall(self) -> None:
         while self._restore:
@@ -467,11 +468,20 @@ class Injection:
             writer = RunWriter(path, keep_checkpoints=max(1, self.options.checkpoints))
             accepted = inspect.signature(install).parameters
             wanted = {"live": self.options.live, "tier": self.options.tier, "checkpoints": self.options.checkpoints,
-                      "out": self.out_stream}
+                      "out": self.out_stream, "intervene": self._torch_intervention()}
             handle = install(writer, **{k: v for k, v in wanted.items() if k in accepted})
             self._torch_hooks.append((handle, path))
         except Exception as exc:
             self._say(f"PyTorch loops are not recorded ({type(exc).__name__}: {exc})", "torch")
+
+    def _torch_intervention(self):
+        """WHYSPIKE_INTERVENE for hand-written PyTorch loops (applied by the global optimizer hooks), or None."""
+        if self.intervener is None:
+            return None
+        from .torch._intervene_torch import TorchIntervention
+
+        iv = TorchIntervention(self.intervener.plan, on_applied=self.intervener.applied.add)
+        return iv if iv.active else None
 
     # -- interventions (WHYSPIKE_INTERVENE): the black-box probe engine's way into the script (code in _intervene)
     def _install_interventions(self) -> None:

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             report.update(error=f"{script.name} exited with code {outcome.exit_code}", error_kind="exit")
         elif unapplied:
             report.update(error=f"{', '.join(unapplied)} never applied: {script.name} called no Keras Model.fit "
-                                "(these interventions act on Model.fit; only seed=N reaches other scripts)",
+                                "and its PyTorch optimizer steps cannot take them (PyTorch loops take seed=N and the "
+                                "optimizer-level ones: lr.scale/decay/hold/shift, momentum, adam.*, wd)",
                           error_kind="no-fit")
         elif not outcome.runs:
             report.update(error=f"{script.name} trained nothing whyspike could record (no Keras Model.fit, no "

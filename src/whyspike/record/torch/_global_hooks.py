@@ -39,13 +39,18 @@ class GlobalHooks:
       out of the loader early, or that do not use a ``DataLoader``, get no epoch rows; the step rows stay.
     - the model: at the primary's first step the smallest ``nn.Module`` holding all its parameters (the outermost
       of equals) is taken as the model, for its facts (BatchNorm, dropout, size) and the epoch checkpoints.
+    - ``intervene`` (a :class:`~whyspike.record.torch._intervene_torch.TorchIntervention`, from ``WHYSPIKE_INTERVENE``)
+      writes its values into every optimizer's groups before the step is recorded and taken, and puts the user's
+      back after it; its :class:`InterventionError` stops the script (the rest of these hooks never raise).
     """
 
     SWITCH_AFTER = 3
 
     def __init__(self, writer: RunWriter, *, live: bool = True, tier: str = "default", flush_every: int | None = None,
-                 checkpoints: int = 3, out: TextIO | None = None):
+                 checkpoints: int = 3, out: TextIO | None = None, intervene=None):
         torch = _t()
+        self._intervene = intervene if intervene is not None and intervene.active else None
+        self._loaders = 0  # DataLoader iterations begun (lr.shift / lr.hold need epochs)
         self.recorder = Recorder(None, None, writer, tier=tier, flush_every=flush_every, checkpoints=checkpoints,
                                  live=live, hooks=False, out=out, framework="torch-global")
         self._opts: dict[int, int] = {}  # id(optimizer) -> index
@@ -78,6 +83,7 @@ class GlobalHooks:
 
         @functools.wraps(orig_iter)
         def __iter__(loader):
+            hooks._loaders += 1
             return _EpochIter(orig_iter(loader), hooks)
 
         torch.Tensor.backward = backward
@@ -138,6 +144,8 @@ class GlobalHooks:
     def _pre(self, opt, args, kwargs) -> None:
         if self._closed:
             return
+        if self._intervene is not None:  # before the recorder reads the group: it records the applied values
+            self._intervene.before_step(opt, self._loaders > 0)
         if _has_closure(opt, args, kwargs):
             self._deferred.add(id(opt))  # the closure computes gradients and loss inside step(): read them after
             return
@@ -192,15 +200,18 @@ class GlobalHooks:
         if id(opt) in self._deferred:
             self._deferred.discard(id(opt))
             self._guard("optimizer step", self._pre_step, opt, False)
-        if id(opt) != self._primary:
-            return
-        rec = self.recorder
-        self._guard("optimizer step", rec._after_update, opt, rec._n_updates)
-        rec._n_updates += 1
+        if id(opt) == self._primary:
+            rec = self.recorder
+            self._guard("optimizer step", rec._after_update, opt, rec._n_updates)
+            rec._n_updates += 1
+        if self._intervene is not None:
+            self._guard("intervention", self._intervene.after_step, opt)
 
     def _loader_exhausted(self, start: int) -> None:
         if self._closed or self.updates() <= start:
             return  # no training step while it was iterated: an evaluation loader
+        if self._intervene is not None:
+            self._guard("intervention", self._intervene.epoch_end)
         self._guard("epoch end", self.recorder.epoch_end)
 
     # -- the end
@@ -220,6 +231,8 @@ class GlobalHooks:
             torch.amp.GradScaler.scale = self._saved["scale"]
         _clip_unlisten(self.recorder._on_clip)
         _ACTIVE.pop("hooks", None)
+        if self._intervene is not None:  # what was done, as the Keras path notes it
+            self._guard("intervention", lambda: self.writer.write_meta(probe=self._intervene.note()))
         self.recorder.close(verdict=False)
 
     def final(self):
@@ -304,13 +317,15 @@ _ACTIVE: dict[str, GlobalHooks] = {}
 
 
 def install_global_hooks(writer: RunWriter, live: bool = True, *, tier: str = "default", flush_every: int | None = None,
-                         checkpoints: int = 3, out: TextIO | None = None) -> GlobalHooks:
+                         checkpoints: int = 3, out: TextIO | None = None, intervene=None) -> GlobalHooks:
     """Hook every PyTorch optimizer, ``Tensor.backward``, ``clip_grad_norm_`` and ``DataLoader`` iteration so an
     unchanged script is recorded into ``writer`` (see :class:`GlobalHooks` for what is read and how). Returns the
-    handle; ``handle.close()`` restores torch exactly as it was, ``handle.final()`` also prints the diagnosis."""
+    handle; ``handle.close()`` restores torch exactly as it was, ``handle.final()`` also prints the diagnosis.
+    ``intervene``: a :class:`~whyspike.record.torch._intervene_torch.TorchIntervention` applied around each step."""
     if "hooks" in _ACTIVE:
         raise UsageError("whyspike's global PyTorch hooks are already installed: close() the first handle before "
                          "installing them again")
-    handle = GlobalHooks(writer, live=live, tier=tier, flush_every=flush_every, checkpoints=checkpoints, out=out)
+    handle = GlobalHooks(writer, live=live, tier=tier, flush_every=flush_every, checkpoints=checkpoints, out=out,
+                         intervene=intervene)
     _ACTIVE["hooks"] = handle
     return handle
