@@ -83,7 +83,6 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self.sample_every = 1 if self.detailed else sample_every
         self._adaptive = self._adaptive and not self.detailed
         self._sample = every * self.sample_every  # steps whose gradient norm and accuracy are taken
-        self._block = (time.perf_counter(), 0)  # (time, optimizer steps) at the last drain: the step time
         self.checkpoints = int(checkpoints)
         self.optimizer = _unwrap_optimizer(optimizer) if optimizer is not None else None
         self.model, self.scheduler, self.loss_fn = model, scheduler, loss_fn
@@ -196,7 +195,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
             marks = self._marks
             marks.append(step)  # the step's row is built at the drain (StepBuffer's lanes)
             if len(marks) > self._buf.flush_every:
-                self._drained(step)
+                self._drained()
             view = self._hot
             groups = optimizer.param_groups
             if view is None or groups[0] is not view.group0 or len(groups) != view.n_groups:
@@ -212,11 +211,11 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         except Exception as exc:  # noqa: BLE001 - the training loop must survive any recorder bug
             self._problem("_pre_hook", exc)
 
-    def _drained(self, step: int) -> None:
-        """The buffer is full: drain it, and re-measure the step time for the sampling."""
+    def _drained(self) -> None:
+        """The buffer is full: drain it (which re-measures the step time), and adapt the sampling to it."""
         self._buf.drain()
         if self._adaptive:
-            self._adapt_sampling(step)
+            self._adapt_sampling()
 
     def _post_hook(self, optimizer, args, kwargs):
         if self._deferred:
@@ -226,17 +225,14 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
             self._after_update(optimizer, self._n_updates)
         self._n_updates += 1
 
-    def _adapt_sampling(self, step: int) -> None:
+    def _adapt_sampling(self) -> None:
         """Take the gradient norm and the batch accuracy at every step when steps take ``SAMPLE_FULL`` (1.5 ms) or
         more, and ever more sparsely below: ``(SAMPLE_FULL / step time)²`` steps apart, ~127 on a 0.13 ms micro-step.
         A sample costs about the same on any small model (~30 µs in the loop: a ``foreach_norm``, an ``argmax``,
         their share of the drain), so its share of a step grows as the step shrinks; the square keeps the sampling
         dense where it is cheap and makes it negligible (≈ 0.2%) on micro-steps."""
-        now = time.perf_counter()
-        t0, s0 = self._block
-        self._block = (now, step)
-        if step > s0:
-            per_step = (now - t0) / (step - s0)
+        per_step = self._buf.step_time  # measured by the drain
+        if per_step is not None:
             self.sample_every = max(1, min(SAMPLE_MAX, round((SAMPLE_FULL / max(per_step, 1e-9)) ** 2)))
             self._sample = self.every * self.sample_every
 

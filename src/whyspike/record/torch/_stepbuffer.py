@@ -130,11 +130,8 @@ def _column(col: list):
     kinds = set(map(type, col))
     if kinds <= _NUMBERS:  # the fast way: plain numbers only
         return np.asarray(col, dtype=np.float64)
-    if kinds <= _PLAIN:  # numbers and gaps (a sampled column): no per-value conversion
-        mask = np.fromiter((v is None for v in col), dtype=bool, count=len(col))
-        data = np.fromiter((0.0 if v is None else v for v in col), dtype=np.float64, count=len(col))
-        return np.ma.masked_array(data, mask=mask)
-    vals = [_scalar(v) for v in col]
+    # numbers and gaps (a sampled column) need no per-value conversion
+    vals = col if kinds <= _PLAIN else [_scalar(v) for v in col]
     mask = np.fromiter((v is None for v in vals), dtype=bool, count=len(vals))
     data = np.fromiter((0.0 if v is None else v for v in vals), dtype=np.float64, count=len(vals))
     return np.ma.masked_array(data, mask=mask)
@@ -154,7 +151,8 @@ class StepBuffer:
         # None: adaptive, a drain about every FLUSH_PERIOD seconds of training (re-measured at each drain)
         self.adaptive = flush_every is None
         self.flush_every = FLUSH_FIRST if flush_every is None else flush_every
-        self._since = (time.perf_counter(), first_step)  # (time, step) of the last drain: the step time
+        self._since = (time.perf_counter(), first_step)  # (time, step) of the last drain
+        self.step_time: float | None = None  # seconds per step between the last two drains
         self.epoch = epoch
         self.rows: dict[int, dict[str, Any]] = {}
         self.marks: list[int] = []  # steps taken since the last drain (the common path's rows, still to be built)
@@ -192,11 +190,6 @@ class StepBuffer:
             bounds[-1] = (first_step, epoch)
         else:
             bounds.append((first_step, epoch))
-
-    def _epoch_of(self, step: int) -> int:
-        bounds = self.bounds
-        i = bisect.bisect_right(bounds, (step, math.inf)) - 1
-        return bounds[i][1] if i >= 0 else bounds[0][1]
 
     def pending(self, epoch: int) -> bool:
         """Whether a step of ``epoch`` is still in the buffer."""
@@ -236,7 +229,7 @@ class StepBuffer:
             self._emit()
             return
         last = keys[-1]
-        if self.adaptive and not everything:
+        if not everything:  # a drain of a full buffer: the steps since the last one tell the step time
             self._adapt(last)
         # the lanes -> columns (lists with None where a step has no value), without a row per step
         cols: dict[str, list] = {"epoch": self._epochs_of(keys)}
@@ -256,22 +249,23 @@ class StepBuffer:
                 if col is None:
                     col = cols[c] = [None] * n
                 col[i] = v
-        self._drop_bounds(keys[-1] + 1 if everything else (marks[0] if marks else last + 1))
+        self._drop_bounds(last + 1)  # every step still buffered comes after ``last``
         self._fill_hyper(cols)
         self._to_host(cols)
         self._write(keys, cols)
         self._emit()
 
     def _adapt(self, step: int) -> None:
-        """About FLUSH_PERIOD seconds of steps between drains: a drain has a fixed cost (a few vectorised ops, an
-        Arrow table) that 200 micro-steps of 0.13 ms would pay every 27 ms; a 1 s step, conversely, should not wait
-        200 s on the device before a crash can lose it."""
+        """The step time, and (adaptive) about FLUSH_PERIOD seconds of steps between drains: a drain has a fixed cost
+        (a few vectorised ops, an Arrow table) that 200 micro-steps of 0.13 ms would pay every 27 ms; a 1 s step,
+        conversely, should not wait 200 s on the device before a crash can lose it."""
         now = time.perf_counter()
         t0, s0 = self._since
         self._since = (now, step)
         if step > s0:
-            per_step = (now - t0) / (step - s0)
-            self.flush_every = int(max(FLUSH_MIN, min(FLUSH_MAX, round(FLUSH_PERIOD / max(per_step, 1e-9)))))
+            self.step_time = (now - t0) / (step - s0)
+            if self.adaptive:
+                self.flush_every = int(max(FLUSH_MIN, min(FLUSH_MAX, round(FLUSH_PERIOD / max(self.step_time, 1e-9)))))
 
     def _epochs_of(self, keys: list[int]) -> list:
         """The epoch of each step of ``keys`` (sorted): the epoch of the last bound at or below it (the first
