@@ -576,6 +576,8 @@ def test_bad_arguments_are_refused_before_training(tmp_path):
         Recorder(opt, model, tmp_path, tier="everything")
     with pytest.raises(UsageError, match="every"):
         Recorder(opt, model, tmp_path, every=0)
+    with pytest.raises(UsageError, match="flush_every"):
+        Recorder(opt, model, tmp_path, flush_every=0)  # None is the adaptive default; 0 is no interval
 
 
 # ------------------------------------------------------------------------------ global hooks (whyspike run)

@@ -69,7 +69,7 @@ class Recorder(_GradNormMixin, _DetailMixin, _EvaluateMixin):
         self._adaptive = sample_every is None and framework in ("torch", "torch-global")
         if sample_every is None:
             sample_every = SAMPLE_FIRST if self._adaptive else 1
-        for name, v in (("every", every), ("sample_every", sample_every), ("flush_every", flush_every or 1),
+        for name, v in (("every", every), ("sample_every", sample_every), ("flush_every", 1 if flush_every is None else flush_every),
                         ("detail_every", detail_every)):
             if not isinstance(v, int) or v < 1:
                 raise UsageError(f"Recorder({name}={v!r}): must be a whole number >= 1")
