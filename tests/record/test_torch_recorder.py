@@ -882,3 +882,22 @@ def test_the_drain_interval_follows_the_step_time(tmp_path, monkeypatch):
         assert buf.flush_every == pytest.approx(expected, rel=0.05)
     fixed = sb.StepBuffer(RunWriter(tmp_path / "fixed"), 50)
     assert not fixed.adaptive and fixed.flush_every == 50
+
+
+def test_tensor_betas_changed_in_place_are_recorded_at_each_step(tmp_path):
+    """Betas given as tensors and changed in place (as a scheduler may do): the same objects every step, so the
+    cheap per-step check must not take them for unchanged; each step records the beta1 it applied."""
+    x, y, _, _ = teacher_data(n=64)
+    model = mlp()
+    beta1 = torch.tensor(0.9)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(beta1, torch.tensor(0.999)))
+    rec = Recorder(opt, model, tmp_path, live=False, checkpoints=0)
+    applied = []
+    for i, (xb, yb) in enumerate(batches(x, y, 8)):
+        beta1.fill_(0.9 - 0.05 * i)
+        applied.append(float(beta1))
+        fit_batch(model, opt, rec, xb, yb)
+    rec.close()
+    steps, b1 = read(tmp_path, "step/beta1")
+    assert steps.tolist() == list(range(8))
+    np.testing.assert_allclose(b1, applied, rtol=1e-6)

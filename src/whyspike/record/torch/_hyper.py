@@ -13,6 +13,15 @@ def _frozen(v):
     return v.detach().clone()
 
 
+def _plain(v) -> bool:
+    """Whether ``v`` is plain numbers (an int or float, or a tuple / list of them, nested once): values that equal
+    themselves only while unchanged, and compare without a device."""
+    if v.__class__ in (int, float, bool):
+        return True
+    return isinstance(v, (tuple, list)) and all(x.__class__ in (int, float, bool) or (
+        isinstance(x, (tuple, list)) and all(y.__class__ in (int, float, bool) for y in x)) for x in v)
+
+
 def hyper_columns(g: dict, suffix: str) -> tuple[tuple[str, str, int], ...]:
     """(column, group key, index in a tuple value or -1) for the hyper-parameters group ``g`` holds."""
     cols = [("lr" + suffix, "lr", -1)]
@@ -73,8 +82,7 @@ class OptimizerView:
                 out = {}
             out[col] = v
         seen = self.values(g)
-        self.seen = None if any(not isinstance(v, (int, float, tuple, list)) for v in
-                                (seen if isinstance(seen, tuple) else (seen,))) else seen
+        self.seen = seen if _plain(seen) else None  # a tensor (an LR, betas) can change in place: compared per step
         return out
 
     def read_hyper(self, row: dict, suffix: str, last: dict) -> None:
